@@ -1,0 +1,21 @@
+"""Verifiers: score decoded images against prompts (higher is better)."""
+
+from noisesearch.verifiers.base import (
+    CallableVerifier,
+    Verifier,
+    as_verifier,
+    available_verifiers,
+    check_scores,
+    load_verifier,
+    register_verifier,
+)
+
+__all__ = [
+    "CallableVerifier",
+    "Verifier",
+    "as_verifier",
+    "available_verifiers",
+    "check_scores",
+    "load_verifier",
+    "register_verifier",
+]

@@ -1,0 +1,97 @@
+"""The verifier contract and a registry by name.
+
+A verifier scores decoded images against their prompts, higher is better. It is anything with a
+batched ``score(images, prompts) -> Tensor[B]`` method; images are float in [0, 1] with shape
+``[B, 3, H, W]``, one prompt per image. Plain Python callables of that shape are accepted too and
+wrapped by :func:`as_verifier`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """Scores images against prompts; higher is better."""
+
+    #: name shown in reports and tables
+    name: str
+    #: True when ``score`` is differentiable with respect to ``images``
+    differentiable: bool
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """images: [B, 3, H, W] float in [0, 1]; prompts: B strings. Returns scores [B]."""
+        ...
+
+
+ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
+
+@dataclass
+class CallableVerifier:
+    """Adapts a user function ``fn(images, prompts) -> Tensor[B]`` to the :class:`Verifier` protocol."""
+
+    fn: ScoreFn
+    name: str = "custom"
+    differentiable: bool = False
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return check_scores(self.fn(images, prompts), len(prompts), self.name)
+
+
+def check_scores(scores: object, batch: int, name: str) -> torch.Tensor:
+    """Validates a verifier's output: a float tensor of shape [batch]."""
+    if not isinstance(scores, torch.Tensor):
+        scores = torch.as_tensor(scores, dtype=torch.float32)
+    scores = scores.reshape(-1) if scores.ndim == 2 and scores.shape[1] == 1 else scores
+    if scores.shape != (batch,):
+        raise ValueError(
+            f"verifier {name!r} returned scores of shape {tuple(scores.shape)}; expected ({batch},): "
+            "one score per image"
+        )
+    return scores.float()
+
+
+def as_verifier(obj: Verifier | ScoreFn, name: str | None = None) -> Verifier:
+    """Returns ``obj`` if it already follows the protocol, else wraps a plain callable."""
+    if isinstance(obj, Verifier):
+        return obj
+    if callable(obj):
+        return CallableVerifier(obj, name=name or getattr(obj, "__name__", "custom"))
+    raise TypeError(f"expected a verifier or a callable(images, prompts), got {type(obj).__name__}")
+
+
+# name -> factory(device) ; factories import lazily so that listing names costs nothing
+_REGISTRY: dict[str, Callable[..., Verifier]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_verifier(name: str, description: str = "") -> Callable[[Callable[..., Verifier]], Callable[..., Verifier]]:
+    """Decorator registering a verifier factory ``factory(device="cpu", **options) -> Verifier``."""
+
+    def decorate(factory: Callable[..., Verifier]) -> Callable[..., Verifier]:
+        if name in _REGISTRY:
+            raise ValueError(f"verifier {name!r} is already registered")
+        _REGISTRY[name] = factory
+        _DESCRIPTIONS[name] = description
+        return factory
+
+    return decorate
+
+
+def available_verifiers() -> dict[str, str]:
+    """Registered verifier names and their one-line descriptions."""
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def load_verifier(name: str, device: str | torch.device = "cpu", **options: object) -> Verifier:
+    """Builds the registered verifier ``name``; raises ``ValueError`` listing the choices if unknown."""
+    if name not in _REGISTRY:
+        choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
+        raise ValueError(f"unknown verifier {name!r}; choose one of: {choices}")
+    return _REGISTRY[name](device=device, **options)
