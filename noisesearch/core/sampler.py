@@ -1,0 +1,265 @@
+"""The batched denoising core.
+
+One :class:`DenoisingCore` runs every candidate of a search through the sampler in as few network
+calls as possible: the conditional and unconditional rows of classifier-free guidance go in the same
+call, each prompt is encoded once, and candidates are chunked to ``max_batch`` per call. A
+:class:`Trajectory` is a batch of candidates at one step of the schedule; it can be advanced to any
+step, re-noised back to an earlier (noisier) step and resumed, and previewed as ``x0`` at any time,
+which is what search over paths and SMC need. Noise is always an argument, never hidden state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from noisesearch.accounting import Meter
+from noisesearch.core.adapters.base import ModelAdapter, PromptEmbeddings
+from noisesearch.core.schedule import Schedule, build_schedule
+from noisesearch.core.seeds import initial_latents
+from noisesearch.core.solvers import renoise as renoise_latents
+from noisesearch.core.solvers import solver_step, split_prediction
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Sampling settings shared by every candidate of a search."""
+
+    solver: str | None = None  # "ddim" | "euler" | "dpm++2m" | "flow-euler"; None: the model's default
+    steps: int = 20  # solver steps of one full sample
+    guidance: float = 7.5  # classifier-free guidance scale; <= 1 disables the unconditional branch
+    height: int | None = None  # pixels; None: the model's native size
+    width: int | None = None  # pixels; None: the model's native size
+    negative_prompt: str | None = None  # text of the unconditional branch (None: the pipeline's default)
+    max_batch: int = 32  # candidates per network call (rows are twice that with guidance)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if not self.guidance >= 0:
+            raise ValueError(f"guidance must be >= 0, got {self.guidance!r}")
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 8):
+                raise ValueError(f"{name} must be an integer >= 8 pixels, got {v!r}")
+
+
+@dataclass
+class Trajectory:
+    """A batch of B candidates, all about to take step ``step`` of the core's schedule."""
+
+    x: torch.Tensor  # [B, *latent] float32 state in the model's latent space
+    step: int  # next solver step; == schedule.num_steps when finished
+    prompt_index: torch.Tensor  # [B] long, rows of the core's prompt table
+    seeds: list[int]  # [B] candidate seeds
+    x0: torch.Tensor | None = None  # [B, *latent] data prediction of the last evaluation
+    x0_step: int = -1  # step at which x0 was evaluated (-1: none)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> Trajectory:
+        """Candidates at ``index`` (repeats allowed, as in resampling)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return Trajectory(
+            x=self.x.index_select(0, idx.to(self.x.device)),
+            step=self.step,
+            prompt_index=self.prompt_index.index_select(0, idx.to(self.prompt_index.device)),
+            seeds=[self.seeds[int(i)] for i in idx],
+            x0=None if self.x0 is None else self.x0.index_select(0, idx.to(self.x0.device)),
+            x0_step=self.x0_step,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[Trajectory]) -> Trajectory:
+        """Joins trajectories at the same step into one batch."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        steps = {p.step for p in parts}
+        if len(steps) != 1:
+            raise ValueError(f"trajectories are at different steps {sorted(steps)}")
+        with_x0 = all(p.x0 is not None and p.x0_step == parts[0].x0_step for p in parts)
+        return Trajectory(
+            x=torch.cat([p.x for p in parts]),
+            step=parts[0].step,
+            prompt_index=torch.cat([p.prompt_index for p in parts]),
+            seeds=[s for p in parts for s in p.seeds],
+            x0=torch.cat([p.x0 for p in parts]) if with_x0 else None,  # type: ignore[misc]
+            x0_step=parts[0].x0_step if with_x0 else -1,
+        )
+
+
+class DenoisingCore:
+    """Batched sampler over a :class:`ModelAdapter` with a fixed schedule."""
+
+    def __init__(self, adapter: ModelAdapter, config: CoreConfig = CoreConfig(), meter: Meter | None = None) -> None:
+        self.adapter = adapter
+        self.config = config
+        self.meter = meter or Meter(device=adapter.device)
+        default_h, default_w = adapter.default_size()
+        self.height = config.height or default_h
+        self.width = config.width or default_w
+        self.latent_shape = adapter.latent_shape(self.height, self.width)
+        self.solver = config.solver or adapter.default_solver
+        self.schedule: Schedule = build_schedule(self.solver, adapter.scheduler_config, config.steps)
+        if self.schedule.family == "flow" and adapter.prediction_type != "flow":
+            raise ValueError(f"scheduler {self.solver!r} needs a flow-matching model")
+        if self.schedule.family == "vp" and adapter.prediction_type == "flow":
+            raise ValueError(f"this is a flow-matching model; use the 'flow-euler' scheduler, not {self.solver!r}")
+        self.guided = config.guidance > 1.0
+        self._prompts: list[str] = []
+        self._embeddings: PromptEmbeddings | None = None
+
+    # --- prompts ------------------------------------------------------------------------------
+    def prompt_indices(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Encodes prompts not seen before (once each) and returns their rows in the prompt table."""
+        new = [p for p in dict.fromkeys(prompts) if p not in self._prompts]
+        if new:
+            with self.meter.phase("other"):
+                emb = self.adapter.encode_prompts(
+                    new, self.config.negative_prompt, self.guided, self.height, self.width
+                )
+            if self._embeddings is None:
+                self._embeddings = emb
+            else:
+                old = self._embeddings
+                self._embeddings = PromptEmbeddings(
+                    prompts=old.prompts + emb.prompts,
+                    cond={k: torch.cat([old.cond[k], emb.cond[k]]) for k in old.cond},
+                    uncond=None
+                    if old.uncond is None or emb.uncond is None
+                    else {k: torch.cat([old.uncond[k], emb.uncond[k]]) for k in old.uncond},
+                )
+            self._prompts.extend(new)
+        return torch.tensor([self._prompts.index(p) for p in prompts], dtype=torch.long)
+
+    def prompt_of(self, trajectory: Trajectory) -> list[str]:
+        return [self._prompts[int(i)] for i in trajectory.prompt_index]
+
+    # --- noise --------------------------------------------------------------------------------
+    def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The standard normal latents the stock pipeline draws for each seed, as float32."""
+        return initial_latents(seeds, self.latent_shape, self.adapter.device, self.adapter.dtype).float()
+
+    def start(self, noise: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int]) -> Trajectory:
+        """A trajectory at step 0 from standard normal ``noise`` [B, *latent]."""
+        if noise.shape[1:] != torch.Size(self.latent_shape):
+            raise ValueError(f"noise has shape {tuple(noise.shape[1:])}, expected {self.latent_shape}")
+        if not (len(prompts) == len(seeds) == noise.shape[0]):
+            raise ValueError("noise, prompts and seeds must have the same length")
+        return Trajectory(
+            x=noise.float().to(self.adapter.device) * self.schedule.init_scale,
+            step=0,
+            prompt_index=self.prompt_indices(prompts),
+            seeds=list(seeds),
+        )
+
+    # --- network ------------------------------------------------------------------------------
+    def _evaluate_chunk(self, x: torch.Tensor, step: int, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One guided network call on a chunk: returns (x0, eps) in float32."""
+        assert self._embeddings is not None
+        b = x.shape[0]
+        t = self.schedule.timesteps[step].to(self.adapter.device)
+        rows = self._embeddings.rows(prompt_index, self.guided)
+        model_in = torch.cat([x, x]) if self.guided else x
+        self.meter.network_call(candidates=b, rows=model_in.shape[0])
+        out = self.adapter.predict(model_in.to(self.adapter.dtype), t, rows)
+        if self.guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + self.config.guidance * (cond - uncond)
+        alpha, sigma = self.schedule.level(step)
+        return split_prediction(out, x, alpha, sigma, self.adapter.prediction_type)
+
+    def _chunks(self, n: int) -> list[slice]:
+        m = self.config.max_batch
+        return [slice(i, min(i + m, n)) for i in range(0, n, m)]
+
+    @torch.no_grad()
+    def run(
+        self,
+        trajectory: Trajectory,
+        until: int | None = None,
+        callback: Callable[[int, Trajectory], None] | None = None,
+    ) -> Trajectory:
+        """Advances every candidate to step ``until`` (default: the end) and returns the new state.
+
+        Work is chunked to ``max_batch`` candidates; each chunk runs all its steps before the next
+        starts. ``callback(step, chunk_state)`` sees each chunk after each step.
+        """
+        n = self.schedule.num_steps
+        until = n if until is None else until
+        if not trajectory.step <= until <= n:
+            raise ValueError(f"cannot run from step {trajectory.step} to step {until} (schedule has {n} steps)")
+        if until == trajectory.step:
+            return trajectory
+        self.meter.reserve(len(trajectory) * (until - trajectory.step))
+        parts = []
+        with self.meter.phase("denoise"):
+            for sl in self._chunks(len(trajectory)):
+                x = trajectory.x[sl]
+                pidx = trajectory.prompt_index[sl]
+                x0 = None if trajectory.x0 is None else trajectory.x0[sl]
+                x0_step = trajectory.x0_step
+                for step in range(trajectory.step, until):
+                    prev = x0 if x0_step == step - 1 else None
+                    new_x0, eps = self._evaluate_chunk(x, step, pidx)
+                    x = solver_step(self.schedule, step, x, new_x0, eps, prev)
+                    x0, x0_step = new_x0, step
+                    if callback is not None:
+                        callback(step, Trajectory(x, step + 1, pidx, trajectory.seeds[sl], x0, x0_step))
+                parts.append((x, x0))
+        return Trajectory(
+            x=torch.cat([p[0] for p in parts]),
+            step=until,
+            prompt_index=trajectory.prompt_index,
+            seeds=list(trajectory.seeds),
+            x0=torch.cat([p[1] for p in parts]),
+            x0_step=until - 1,
+        )
+
+    @torch.no_grad()
+    def preview(self, trajectory: Trajectory, fresh: bool = False) -> torch.Tensor:
+        """The data prediction ``x0`` of each candidate.
+
+        By default this is the free prediction of the last network evaluation (made at step
+        ``trajectory.x0_step``); a finished trajectory returns its final latents. ``fresh=True``
+        evaluates the network at the current state (one NFE per candidate).
+        """
+        if trajectory.step == self.schedule.num_steps and not fresh:
+            return trajectory.x
+        if fresh or trajectory.x0 is None:
+            if trajectory.step == self.schedule.num_steps:
+                raise ValueError("a finished trajectory has no further level to evaluate")
+            self.meter.reserve(len(trajectory))
+            outs = []
+            with self.meter.phase("denoise"):
+                for sl in self._chunks(len(trajectory)):
+                    x0, _ = self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl])
+                    outs.append(x0)
+            trajectory.x0 = torch.cat(outs)
+            trajectory.x0_step = trajectory.step
+        return trajectory.x0
+
+    def renoise(self, trajectory: Trajectory, to_step: int, noise: torch.Tensor) -> Trajectory:
+        """Forward-diffuses each candidate back to the noisier step ``to_step`` with ``noise``."""
+        if not 0 <= to_step <= trajectory.step:
+            raise ValueError(f"re-noising goes to an earlier step: {trajectory.step} -> {to_step}")
+        x = renoise_latents(
+            trajectory.x, self.schedule.level(trajectory.step), self.schedule.level(to_step), noise.to(trajectory.x.device)
+        )
+        return replace(trajectory, x=x, step=to_step, x0=None, x0_step=-1)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked."""
+        with self.meter.phase("decode"):
+            return torch.cat([self.adapter.decode(latents[sl]).float() for sl in self._chunks(latents.shape[0])])
+
+    def sample(self, seeds: Sequence[int], prompts: Sequence[str]) -> torch.Tensor:
+        """Convenience: full sampling of one candidate per seed; returns images [B, 3, H, W]."""
+        traj = self.run(self.start(self.initial_noise(seeds), prompts, seeds))
+        return self.decode(traj.x)
