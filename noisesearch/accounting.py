@@ -9,7 +9,7 @@ images scored. Wall time is split into denoise / decode / verify / other.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -48,6 +48,8 @@ class Meter:
         self.budget_nfe = budget_nfe
         self._device = torch.device(device)
         self._phase: str | None = None
+        #: called with the accounting after every network or verifier call (progress bars)
+        self.listeners: list[Callable[[Accounting], None]] = []
 
     # --- budget -------------------------------------------------------------------------------
     @property
@@ -65,9 +67,15 @@ class Meter:
         self.acc.nfe += candidates
         self.acc.network_rows += rows
         self.acc.network_calls += 1
+        self._notify()
 
     def verifier_call(self, images: int) -> None:
         self.acc.verifier_calls += images
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener(self.acc)
 
     def prior_call(self, noises: int) -> None:
         self.acc.prior_calls += noises

@@ -1,0 +1,3 @@
+from noisesearch.cli import main
+
+main()

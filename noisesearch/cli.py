@@ -1,0 +1,268 @@
+"""The ``noisesearch`` command line.
+
+Every user error ends with a one-line cause on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="noisesearch",
+    help="Inference-time noise search for diffusion models: spend extra compute to find better initial noises.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+toyworld_app = typer.Typer(help="The embedded default world: prompts, training, evaluation.", no_args_is_help=True)
+app.add_typer(toyworld_app, name="toyworld")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """An input problem to report in one line (exit 2)."""
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def read_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
+    """Prompts from --prompt or --prompts-file (TXT one per line, or CSV with a 'prompt' column)."""
+    if (prompt is None) == (prompts_file is None):
+        raise UserError("give exactly one of --prompt or --prompts-file")
+    if prompt is not None:
+        if not prompt.strip():
+            raise UserError("--prompt is empty; give the text to generate")
+        return [prompt.strip()]
+    assert prompts_file is not None
+    try:
+        text = prompts_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read prompts file {str(prompts_file)!r}: {getattr(e, 'strerror', None) or e}")
+    if prompts_file.suffix.lower() == ".csv":
+        import csv
+        import io
+
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "prompt" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise UserError(f"CSV prompts file {str(prompts_file)!r} has no 'prompt' column (columns: {reader.fieldnames})")
+        key = next(f for f in reader.fieldnames if f.strip().lower() == "prompt")
+        prompts = [row[key].strip() for row in reader if row.get(key) and row[key].strip()]
+    else:
+        prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise UserError(f"prompts file {str(prompts_file)!r} contains no prompts")
+    return prompts
+
+
+def _summary_table(results: list[Any]) -> Table:
+    table = Table(title="noisesearch results", show_lines=False)
+    for col in ("prompt", "best seed", "best score", "median score", "candidates", "NFE", "rows", "seconds"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        finite = sorted(c.score for c in r.candidates if c.finite)
+        median = finite[len(finite) // 2] if finite else float("nan")
+        best = r.best if finite else None
+        table.add_row(
+            r.prompt + (" (partial)" if r.partial else ""),
+            str(best.seed) if best else "-",
+            f"{best.score:.4f}" if best else "-",
+            f"{median:.4f}",
+            str(len(r.candidates)),
+            f"{r.accounting.nfe}/{r.budget_nfe}",
+            str(r.accounting.network_rows),
+            f"{sum(r.accounting.seconds.values()):.1f}",
+        )
+    return table
+
+
+def _install_sigterm_as_interrupt() -> None:
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # pragma: no cover - not in the main thread
+        pass
+
+
+@app.command()
+def run(
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt.")] = None,
+    prompts_file: Annotated[
+        Optional[Path], typer.Option(help="TXT file (one prompt per line) or CSV with a 'prompt' column.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="'toyworld' (embedded default), a diffusers folder, or a Hugging Face id in your cache.")
+    ] = "toyworld",
+    strategy: Annotated[str, typer.Option(help="Search strategy (see `noisesearch strategies`).")] = "random",
+    verifier: Annotated[
+        Optional[str], typer.Option(help="Verifier name (see `noisesearch verifiers`); default depends on the model.")
+    ] = None,
+    budget: Annotated[Optional[int], typer.Option(help="Compute budget in NFEs (default: 16 full samples).")] = None,
+    candidates: Annotated[Optional[int], typer.Option(help="Budget as a number of full samples instead of NFEs.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Solver steps per sample (default depends on the model).")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="ddim, euler, dpm++2m or flow-euler (default depends on the model).")
+    ] = None,
+    height: Annotated[Optional[int], typer.Option(help="Image height in pixels.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Image width in pixels.")] = None,
+    seed: Annotated[int, typer.Option(help="Candidate i gets seed SEED+i (reproducible in plain diffusers).")] = 0,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("noisesearch-out"),
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16 on GPU, fp32 on CPU).")] = "auto",
+    max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
+    top_k: Annotated[int, typer.Option(help="Number of best images to save.")] = 1,
+    compile: Annotated[bool, typer.Option(help="torch.compile the denoiser with CUDA graphs (GPU only).")] = False,
+) -> None:
+    """Search the initial noise for one prompt (or a file of prompts); write images and report.json."""
+    try:
+        prompts = read_prompts(prompt, prompts_file)
+        if top_k < 1:
+            raise UserError(f"--top-k must be >= 1, got {top_k}")
+        if seed < 0:
+            raise UserError(f"--seed must be >= 0, got {seed}")
+        from noisesearch.report import ensure_writable_dir
+
+        out_dir = ensure_writable_dir(out)
+    except (UserError, ValueError) as e:
+        fail(str(e))
+        return
+
+    from noisesearch.api import resolve_strategy, resolve_verifier, search
+    from noisesearch.models import load_model
+    from noisesearch.report import slug, write_outputs
+
+    _install_sigterm_as_interrupt()
+    results = []
+    try:
+        adapter = load_model(model, device=device, dtype=dtype, compile=compile)
+        if adapter.info.family == "tiny-random":
+            console.print("[yellow]note:[/] using a tiny RANDOM-WEIGHT pipeline: images are noise-like by design")
+        rec = adapter.info.details
+        # validate strategy and verifier names before spending any compute
+        strat = resolve_strategy(strategy, {})
+        verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        fail(str(e))
+        return
+
+    interrupted = False
+    for i, text in enumerate(prompts):
+        target = out_dir if len(prompts) == 1 else out_dir / f"{i:04d}-{slug(text)}"
+        target.mkdir(parents=True, exist_ok=True)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("NFE"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(text[:40], total=None)
+
+            def progress(used: int, total: int) -> None:
+                bar.update(task, completed=used, total=total)
+
+            try:
+                result = search(
+                    adapter,
+                    text,
+                    strategy=strat,
+                    verifier=verif,
+                    budget=budget,
+                    candidates=candidates,
+                    seed=seed,
+                    steps=steps,
+                    guidance=guidance,
+                    scheduler=scheduler,
+                    height=height,
+                    width=width,
+                    max_batch=max_batch,
+                    progress=progress,
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+                break
+            except ValueError as e:
+                fail(str(e))
+                return
+        written = write_outputs(result, target, top_k=top_k)
+        results.append(result)
+        console.print(f"wrote {', '.join(Path(p).name for p in written.values())} to {target}")
+        if result.partial:
+            interrupted = True
+            break
+    if results:
+        console.print(_summary_table(results))
+    if interrupted:
+        err_console.print("interrupted: results computed so far were written (report.json marked partial)")
+        raise typer.Exit(code=130)
+
+
+@app.command()
+def strategies() -> None:
+    """List the search strategies."""
+    from noisesearch.api import _ensure_registrations
+    from noisesearch.strategies import available_strategies
+
+    _ensure_registrations()
+    table = Table("strategy", "description")
+    for name, desc in available_strategies().items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+@app.command()
+def verifiers() -> None:
+    """List the registered verifiers."""
+    from noisesearch.api import _ensure_registrations
+    from noisesearch.verifiers import available_verifiers
+
+    _ensure_registrations()
+    table = Table("verifier", "description")
+    for name, desc in available_verifiers().items():
+        table.add_row(name, desc)
+    console.print(table)
+
+
+@toyworld_app.command("prompts")
+def toyworld_prompts(
+    category: Annotated[Optional[str], typer.Option(help="Only this category.")] = None,
+) -> None:
+    """List the held-out benchmark prompts of the embedded world, by category."""
+    from noisesearch.toyworld import grammar
+
+    prompts = grammar.heldout_prompts()
+    cats = sorted({c for c, _ in prompts})
+    if category is not None and category not in cats:
+        fail(f"unknown category {category!r}; choose one of: {', '.join(cats)}")
+    for cat, text in prompts:
+        if category is None or cat == category:
+            print(f"{cat}\t{text}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Search strategies: decide which noises (and paths) to spend compute on."""
+
+from noisesearch.strategies.base import Strategy, available_strategies, make_strategy, register_strategy
+from noisesearch.strategies.random_search import RandomSearch
+
+__all__ = ["RandomSearch", "Strategy", "available_strategies", "make_strategy", "register_strategy"]
