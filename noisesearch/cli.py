@@ -149,11 +149,25 @@ def run(
     _install_sigterm_as_interrupt()
     results = []
     try:
+        # fail on unknown names before loading anything heavy
+        from noisesearch.api import _ensure_registrations
+        from noisesearch.verifiers import available_verifiers
+
+        _ensure_registrations()
+        if verifier is not None and verifier not in available_verifiers():
+            raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(available_verifiers())}")
+        resolve_strategy(strategy, {})
+        from noisesearch.core.schedule import SOLVERS
+
+        if scheduler is not None and scheduler not in SOLVERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SOLVERS)}")
         adapter = load_model(model, device=device, dtype=dtype, compile=compile)
         if adapter.info.family == "tiny-random":
             console.print("[yellow]note:[/] using a tiny RANDOM-WEIGHT pipeline: images are noise-like by design")
         rec = adapter.info.details
-        # validate strategy and verifier names before spending any compute
+        from noisesearch.api import budget_from
+
+        budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
         strat = resolve_strategy(strategy, {})
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
     except (ValueError, FileNotFoundError, ImportError) as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def _from_pretrained(source: Any, **kwargs: Any) -> Any:
+    from diffusers import DiffusionPipeline
+
+    with warnings.catch_warnings():
+        # newer diffusers renamed torch_dtype to dtype; the old name works on every supported version
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        return DiffusionPipeline.from_pretrained(source, **kwargs)
+
+
 def _wrap(pipe: Any, name: str, family: str) -> ModelAdapter:
     cls_name = type(pipe).__name__
     if cls_name not in ADAPTERS:
@@ -97,8 +107,6 @@ def load_model(
     compile: bool = False,
 ) -> ModelAdapter:
     """Loads a model adapter offline from a name, a diffusers folder or a cached hub id."""
-    from diffusers import DiffusionPipeline
-
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -109,13 +117,14 @@ def load_model(
                 f"the embedded toyworld model is missing from {TOYWORLD_DIR}; reinstall noisesearch or "
                 "train it with `noisesearch toyworld train`"
             )
-        pipe = DiffusionPipeline.from_pretrained(TOYWORLD_DIR, local_files_only=True, torch_dtype=torch_dtype)
+        pipe = _from_pretrained(TOYWORLD_DIR, local_files_only=True, torch_dtype=torch_dtype)
         family = "toyworld"
     elif name in ("tiny-random-sd", "tiny-random-sdxl"):
         from noisesearch.core.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
         pipe = tiny_sd_pipeline() if name == "tiny-random-sd" else tiny_sdxl_pipeline()
-        pipe.to(torch_dtype)
+        if torch_dtype != torch.float32:
+            pipe.to(torch_dtype)
         family = "tiny-random"
     else:
         path = Path(name).expanduser()
@@ -128,10 +137,10 @@ def load_model(
             class_name = json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
             if class_name not in ADAPTERS:
                 raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(ADAPTERS)}")
-            pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+            pipe = _from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
         elif "/" in name and not name.startswith((".", "/")):
             try:
-                pipe = DiffusionPipeline.from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)
+                pipe = _from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)
             except (OSError, ValueError, EnvironmentError) as e:
                 cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
                 raise ModelNotFoundError(
