@@ -27,6 +27,8 @@ class Accounting:
     network_calls: int = 0  # forward calls of the denoiser (batches)
     verifier_calls: int = 0  # images scored by the verifier
     prior_calls: int = 0  # noises produced by a learned prior (e.g. NPNet), not counted in nfe
+    chunk_size: int = 0  # candidates per network call at the end of the search (halved on out-of-memory)
+    oom_retries: int = 0  # chunks retried at half size after running out of memory
     seconds: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in PHASES})
 
     def to_dict(self) -> dict[str, object]:
@@ -61,6 +63,15 @@ class Meter:
         left = self.nfe_left
         if left is not None and nfe > left:
             raise BudgetExceeded(f"{nfe} NFEs requested but only {left} of the budget of {self.budget_nfe} are left")
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        """The compute counters, to roll back work that failed and is redone."""
+        a = self.acc
+        return (a.nfe, a.network_rows, a.network_calls, a.verifier_calls)
+
+    def restore(self, snapshot: tuple[int, int, int, int]) -> None:
+        a = self.acc
+        a.nfe, a.network_rows, a.network_calls, a.verifier_calls = snapshot
 
     # --- counting -----------------------------------------------------------------------------
     def network_call(self, candidates: int, rows: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 
@@ -21,6 +22,8 @@ from noisesearch.core.schedule import Schedule, build_schedule
 from noisesearch.core.seeds import initial_latents
 from noisesearch.core.solvers import renoise as renoise_latents
 from noisesearch.core.solvers import solver_step, split_prediction
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,9 @@ class DenoisingCore:
         self.guided = config.guidance > 1.0
         self._prompts: list[str] = []
         self._embeddings: PromptEmbeddings | None = None
+        #: candidates per network call; halved on out-of-memory
+        self.chunk_size = config.max_batch
+        self.meter.acc.chunk_size = self.chunk_size
 
     # --- prompts ------------------------------------------------------------------------------
     def prompt_indices(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -174,9 +180,32 @@ class DenoisingCore:
         alpha, sigma = self.schedule.level(step)
         return split_prediction(out, x, alpha, sigma, self.adapter.prediction_type)
 
-    def _chunks(self, n: int) -> list[slice]:
-        m = self.config.max_batch
-        return [slice(i, min(i + m, n)) for i in range(0, n, m)]
+    def _map_chunks(self, n: int, fn: Callable[[slice], _T]) -> list[_T]:
+        """Applies ``fn`` to consecutive chunks of at most ``chunk_size`` candidates.
+
+        On out-of-memory the failed chunk's accounting is rolled back, ``chunk_size`` is halved
+        (down to 1) and the chunk is retried from its saved inputs, so no candidate is lost; the
+        smaller size is kept for the rest of the search and reported in the accounting.
+        """
+        outs: list[_T] = []
+        start = 0
+        while start < n:
+            size = min(self.chunk_size, n - start)
+            snapshot = self.meter.snapshot()
+            try:
+                outs.append(fn(slice(start, start + size)))
+            except torch.cuda.OutOfMemoryError:
+                self.meter.restore(snapshot)
+                self.meter.acc.oom_retries += 1
+                if size == 1:
+                    raise
+                self.chunk_size = max(1, size // 2)
+                self.meter.acc.chunk_size = self.chunk_size
+                if self.adapter.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            start += size
+        return outs
 
     @torch.no_grad()
     def run(
@@ -187,8 +216,8 @@ class DenoisingCore:
     ) -> Trajectory:
         """Advances every candidate to step ``until`` (default: the end) and returns the new state.
 
-        Work is chunked to ``max_batch`` candidates; each chunk runs all its steps before the next
-        starts. ``callback(step, chunk_state)`` sees each chunk after each step.
+        Work is chunked to ``chunk_size`` candidates; each chunk runs all its steps before the next
+        starts (halving on out-of-memory, see :meth:`_map_chunks`). ``callback(step, chunk_state)`` sees each chunk after each step.
         """
         n = self.schedule.num_steps
         until = n if until is None else until
@@ -197,21 +226,24 @@ class DenoisingCore:
         if until == trajectory.step:
             return trajectory
         self.meter.reserve(len(trajectory) * (until - trajectory.step))
-        parts = []
+
+        def run_chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            x = trajectory.x[sl]
+            pidx = trajectory.prompt_index[sl]
+            x0 = None if trajectory.x0 is None else trajectory.x0[sl]
+            x0_step = trajectory.x0_step
+            for step in range(trajectory.step, until):
+                prev = x0 if x0_step == step - 1 else None
+                new_x0, eps = self._evaluate_chunk(x, step, pidx)
+                x = solver_step(self.schedule, step, x, new_x0, eps, prev)
+                x0, x0_step = new_x0, step
+                if callback is not None:
+                    callback(step, Trajectory(x, step + 1, pidx, trajectory.seeds[sl], x0, x0_step))
+            assert x0 is not None
+            return x, x0
+
         with self.meter.phase("denoise"):
-            for sl in self._chunks(len(trajectory)):
-                x = trajectory.x[sl]
-                pidx = trajectory.prompt_index[sl]
-                x0 = None if trajectory.x0 is None else trajectory.x0[sl]
-                x0_step = trajectory.x0_step
-                for step in range(trajectory.step, until):
-                    prev = x0 if x0_step == step - 1 else None
-                    new_x0, eps = self._evaluate_chunk(x, step, pidx)
-                    x = solver_step(self.schedule, step, x, new_x0, eps, prev)
-                    x0, x0_step = new_x0, step
-                    if callback is not None:
-                        callback(step, Trajectory(x, step + 1, pidx, trajectory.seeds[sl], x0, x0_step))
-                parts.append((x, x0))
+            parts = self._map_chunks(len(trajectory), run_chunk)
         return Trajectory(
             x=torch.cat([p[0] for p in parts]),
             step=until,
@@ -235,11 +267,11 @@ class DenoisingCore:
             if trajectory.step == self.schedule.num_steps:
                 raise ValueError("a finished trajectory has no further level to evaluate")
             self.meter.reserve(len(trajectory))
-            outs = []
             with self.meter.phase("denoise"):
-                for sl in self._chunks(len(trajectory)):
-                    x0, _ = self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl])
-                    outs.append(x0)
+                outs = self._map_chunks(
+                    len(trajectory),
+                    lambda sl: self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl])[0],
+                )
             trajectory.x0 = torch.cat(outs)
             trajectory.x0_step = trajectory.step
         return trajectory.x0
@@ -257,7 +289,7 @@ class DenoisingCore:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked."""
         with self.meter.phase("decode"):
-            return torch.cat([self.adapter.decode(latents[sl]).float() for sl in self._chunks(latents.shape[0])])
+            return torch.cat(self._map_chunks(latents.shape[0], lambda sl: self.adapter.decode(latents[sl]).float()))
 
     def sample(self, seeds: Sequence[int], prompts: Sequence[str]) -> torch.Tensor:
         """Convenience: full sampling of one candidate per seed; returns images [B, 3, H, W]."""

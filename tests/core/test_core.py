@@ -145,3 +145,27 @@ def test_bad_core_settings_raise_clear_errors(sd_adapter):
         DenoisingCore(sd_adapter, CoreConfig(solver="flow-euler"))
     with pytest.raises(ValueError, match="multiples"):
         DenoisingCore(sd_adapter, CoreConfig(height=17, width=16))
+
+
+def test_out_of_memory_halves_the_chunk_and_loses_no_candidate():
+    """An injected OOM on chunks above 3 candidates: halved to 2, same results, honest accounting."""
+    ref_stub = StubAdapter()
+    ref_core = DenoisingCore(ref_stub, CoreConfig(steps=4, guidance=3.0, max_batch=8))
+    seeds = list(range(8))
+    ref = ref_core.sample(seeds, ["p"] * 8)
+
+    stub = StubAdapter()
+    real_predict = stub.predict
+
+    def flaky_predict(x, t, cond):
+        if x.shape[0] > 2 * 3:  # more than 3 candidates (6 rows with CFG) "does not fit"
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real_predict(x, t, cond)
+
+    stub.predict = flaky_predict
+    core = DenoisingCore(stub, CoreConfig(steps=4, guidance=3.0, max_batch=8))
+    out = core.sample(seeds, ["p"] * 8)
+    assert out.shape == ref.shape and (out - ref).abs().max().item() <= 1e-6
+    acc = core.meter.acc
+    assert core.chunk_size == 2 and acc.chunk_size == 2 and acc.oom_retries == 2  # 8 -> 4 -> 2
+    assert acc.nfe == 8 * 4 and acc.network_rows == 2 * 8 * 4 == stub.rows
