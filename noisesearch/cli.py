@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from noisesearch.prompts import read_prompts
+
 app = typer.Typer(
     name="noisesearch",
     help="Inference-time noise search for diffusion models: spend extra compute to find better initial noises.",
@@ -36,35 +38,6 @@ class UserError(Exception):
 def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
-
-
-def read_prompts(prompt: Optional[str], prompts_file: Optional[Path]) -> list[str]:
-    """Prompts from --prompt or --prompts-file (TXT one per line, or CSV with a 'prompt' column)."""
-    if (prompt is None) == (prompts_file is None):
-        raise UserError("give exactly one of --prompt or --prompts-file")
-    if prompt is not None:
-        if not prompt.strip():
-            raise UserError("--prompt is empty; give the text to generate")
-        return [prompt.strip()]
-    assert prompts_file is not None
-    try:
-        text = prompts_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read prompts file {str(prompts_file)!r}: {getattr(e, 'strerror', None) or e}")
-    if prompts_file.suffix.lower() == ".csv":
-        import csv
-        import io
-
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "prompt" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise UserError(f"CSV prompts file {str(prompts_file)!r} has no 'prompt' column (columns: {reader.fieldnames})")
-        key = next(f for f in reader.fieldnames if f.strip().lower() == "prompt")
-        prompts = [row[key].strip() for row in reader if row.get(key) and row[key].strip()]
-    else:
-        prompts = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if not prompts:
-        raise UserError(f"prompts file {str(prompts_file)!r} contains no prompts")
-    return prompts
 
 
 def _summary_table(results: list[Any]) -> Table:
@@ -268,6 +241,35 @@ def toyworld_prompts(
     for cat, text in prompts:
         if category is None or cat == category:
             print(f"{cat}\t{text}")
+
+
+@toyworld_app.command("train")
+def toyworld_train(
+    out: Annotated[Path, typer.Option(help="Output pipeline folder.")] = Path("toyworld-pipeline"),
+    quick: Annotated[bool, typer.Option(help="A few steps end to end (smoke test).")] = False,
+) -> None:
+    """Train the embedded text-to-image model (VAE, then UNet + text encoder) into a diffusers folder."""
+    from noisesearch.toyworld.train import ToyTrainConfig, train_pipeline
+
+    try:
+        from noisesearch.report import ensure_writable_dir
+
+        ensure_writable_dir(out)
+    except ValueError as e:
+        fail(str(e))
+    cfg = ToyTrainConfig.quick() if quick else ToyTrainConfig()
+    train_pipeline(cfg, out, command=f"noisesearch toyworld train --out {out}" + (" --quick" if quick else ""))
+
+
+@toyworld_app.command("train-verifiers")
+def toyworld_train_verifiers(
+    out: Annotated[Path, typer.Option(help="Output folder for the verifier weights.")] = Path("toyworld-verifiers"),
+    quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
+) -> None:
+    """Train the embedded world's learned verifiers (toyclip, toyrelation)."""
+    from noisesearch.toyworld import train_verifiers
+
+    train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))
 
 
 def main() -> None:
