@@ -1,0 +1,512 @@
+"""Train the two learned toyworld verifiers and measure them on held-out prompts.
+
+    python -m noisesearch.toyworld.train_verifiers --out noisesearch/toyworld/weights/verifiers [--quick]
+
+Data (infinite, rendered on the fly, train split only): each *group* is a prompt spec ``p``
+(``grammar.sample_spec(rng, "train")``) plus one hard negative per applicable type, each with its
+own scene from ``grammar.sample_scene``:
+
+- ``color_swap``: the two objects' colours exchanged (binding);
+- ``color``: one object's colour replaced;
+- ``shape``: one object's shape replaced;
+- ``count``: the count moved by ±1 (1..3);
+- ``relation``: the opposite relation, or the two objects exchanged.
+
+Which (caption, image) pairs match is decided symbolically by ``grammar.satisfies_spec`` (so
+paraphrases and duplicates across groups are handled), never by the pixel evaluator. Negatives of
+training groups never mention a held-out (colour, shape) pair, so no held-out pair is ever drawn.
+
+- ``toyclip``: symmetric multi-positive InfoNCE over all images and captions of the batch; the
+  group's negative captions are the hard negatives of each image, its negative scenes those of each
+  caption.
+- ``toyrelation``: balanced binary cross-entropy: every image with its caption (positives) and one
+  non-matching caption each (negatives; from its own group with probability 3/4, else from the
+  batch).
+
+Images are augmented to resemble decoded samples: Gaussian blur σ ∈ [0, 1] px, noise std ≤ 0.05,
+slight brightness/per-channel colour jitter.
+
+Measurement, on ``grammar.sample_spec(rng, "heldout")`` prompts: per hard-negative type, the share
+of cases where the verifier ranks
+
+- ``caption``: the true caption above the negative caption, for the true image (the task asked of
+  a captioning metric), and
+- ``image``: the true image above the negative spec's image, for the true caption (what noise
+  search asks of a verifier: the prompt is fixed, candidates vary);
+
+ties count one half; on clean renders and on augmented ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld.grammar import ObjectSpec, PromptSpec
+from noisesearch.toyworld.verifier_models import (
+    WEIGHTS_DIR,
+    ToyCLIPConfig,
+    ToyRelationConfig,
+    ToyRelationNet,
+    WordTokenizer,
+    build_toyclip,
+    count_parameters,
+    save_verifier,
+)
+
+NEGATIVE_TYPES: tuple[str, ...] = ("color_swap", "color", "shape", "count", "relation")
+KINDS: tuple[str, ...] = ("toyclip", "toyrelation")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training and measurement settings for one verifier."""
+
+    steps: int = 2000  # optimiser steps (upper bound; see minutes)
+    minutes: float = 10.0  # wall budget for the training loop; the LR schedule follows whichever runs out first
+    groups: int = 16  # groups per batch (≈ 3.7 images each)
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # fraction of progress spent warming up, then cosine to 0
+    augment_p: float = 0.8  # probability that a training image is augmented
+    hard_p: float = 0.75  # toyrelation: chance that a negative caption comes from the own group
+    aux_weight: float = 0.5  # toyrelation: weight of the per-cell colour/shape loss on the grid tokens
+    eval_specs: int = 600  # held-out specs measured (each with all its negative types)
+    seed: int = 0
+    threads: int = 1  # torch threads (the machine is shared)
+
+
+QUICK = TrainConfig(steps=3, minutes=1.0, groups=4, eval_specs=8)
+
+
+# ------------------------------------------------------------------------------ hard negatives
+
+
+def _valid(category: str, objects: Sequence[ObjectSpec], relation: str | None = None) -> PromptSpec | None:
+    try:
+        return PromptSpec(category, tuple(objects), relation)
+    except ValueError:
+        return None
+
+
+def negative_candidates(spec: PromptSpec) -> dict[str, list[PromptSpec]]:
+    """All hard negatives of ``spec`` by type (a type is absent when it does not apply)."""
+    objs = list(spec.objects)
+    out: dict[str, list[PromptSpec]] = defaultdict(list)
+    if len(objs) == 2:
+        a, b = objs
+        s = _valid(spec.category, [replace(a, color=b.color), replace(b, color=a.color)], spec.relation)
+        if s is not None:
+            out["color_swap"].append(s)
+    for i, o in enumerate(objs):
+        for c in scenes.COLORS:
+            if c != o.color:
+                s = _valid(spec.category, [replace(o, color=c) if j == i else x for j, x in enumerate(objs)], spec.relation)
+                if s is not None:
+                    out["color"].append(s)
+        for sh in scenes.SHAPES:
+            if sh != o.shape:
+                s = _valid(spec.category, [replace(o, shape=sh) if j == i else x for j, x in enumerate(objs)], spec.relation)
+                if s is not None:
+                    out["shape"].append(s)
+    if len(objs) == 1:
+        o = objs[0]
+        for n in (o.count - 1, o.count + 1):
+            if n in grammar.NUMBER_WORDS:
+                out["count"].append(PromptSpec("shape" if n == 1 else "counting", (replace(o, count=n),)))
+    if spec.category == "spatial":
+        opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+        out["relation"].append(PromptSpec("spatial", spec.objects, opposite[spec.relation]))
+        out["relation"].append(PromptSpec("spatial", spec.objects[::-1], spec.relation))
+    return dict(out)
+
+
+def sample_negatives(spec: PromptSpec, rng: np.random.Generator, split: str) -> dict[str, PromptSpec]:
+    """One random hard negative per applicable type; for ``split="train"`` none mentions a held-out pair."""
+    out = {}
+    for kind, cands in negative_candidates(spec).items():
+        if split == "train":
+            cands = [c for c in cands if not grammar.is_heldout(c)]
+        if cands:
+            out[kind] = cands[int(rng.integers(len(cands)))]
+    return out
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # [N, 3, 32, 32] clean renders
+    captions: list[str]  # N, caption of each image's spec
+    group: torch.Tensor  # [N] group index
+    match: torch.Tensor  # [N, N] bool: caption i describes image j
+    layout: torch.Tensor  # [N, 2, 8, 8] long: colour / shape class of each grid cell (0 = background)
+
+
+def _scene_key(scene: scenes.Scene) -> tuple:
+    return tuple(sorted(Counter((o.color, o.shape) for o in scene.objects).items()))
+
+
+def _spec_key(spec: PromptSpec) -> tuple:
+    return tuple(sorted(Counter({(o.color, o.shape): o.count for o in spec.objects}).items()))
+
+
+def sample_batch(rng: np.random.Generator, groups: int, split: str = "train") -> Batch:
+    """``groups`` groups of (spec + one hard negative per type), each with its own scene."""
+    specs: list[PromptSpec] = []
+    group: list[int] = []
+    for g in range(groups):
+        p = grammar.sample_spec(rng, split)
+        members = [p, *sample_negatives(p, rng, split).values()]
+        specs += members
+        group += [g] * len(members)
+    scene_list = [grammar.sample_scene(s, rng) for s in specs]
+    images = torch.from_numpy(np.stack([scenes.render(s) for s in scene_list]))
+    # caption i matches image j: only possible when the object multisets agree
+    n = len(specs)
+    match = torch.zeros(n, n, dtype=torch.bool)
+    by_key: dict[tuple, list[int]] = defaultdict(list)
+    for j, s in enumerate(scene_list):
+        by_key[_scene_key(s)].append(j)
+    for i, sp in enumerate(specs):
+        for j in by_key.get(_spec_key(sp), ()):
+            match[i, j] = grammar.satisfies_spec(scene_list[j], sp)
+    assert bool(match.diagonal().all()), "a sampled scene does not satisfy its own spec"
+    layout = torch.from_numpy(np.stack([grid_layout(s) for s in scene_list]))
+    return Batch(images, [grammar.caption(s) for s in specs], torch.tensor(group), match, layout)
+
+
+_COLOR_CLASS = {c: i + 1 for i, c in enumerate(scenes.COLORS)}
+_SHAPE_CLASS = {s: i + 1 for i, s in enumerate(scenes.SHAPES)}
+
+
+def grid_layout(scene: scenes.Scene, grid: int = 8) -> np.ndarray:
+    """[2, grid, grid] colour and shape classes (0 = background) of the object whose bounding box
+    holds each cell centre: dense labels for toyrelation's auxiliary loss."""
+    out = np.zeros((2, grid, grid), dtype=np.int64)
+    centres = (np.arange(grid) + 0.5) / grid
+    for o in scene.objects:
+        x0, y0, x1, y1 = o.bbox
+        rows = (centres >= y0) & (centres <= y1)
+        cols = (centres >= x0) & (centres <= x1)
+        cells = rows[:, None] & cols[None, :]
+        out[0][cells] = _COLOR_CLASS[o.color]
+        out[1][cells] = _SHAPE_CLASS[o.shape]
+    return out
+
+
+def augment(images: torch.Tensor, generator: torch.Generator | None = None, p: float = 1.0) -> torch.Tensor:
+    """Make clean renders look like decoded samples; batched, per-image random parameters.
+
+    1. Gaussian blur, σ ~ U[0, 1] px (5-tap separable kernel, reflect padding);
+    2. colour jitter: brightness ×U[0.92, 1.08], per-channel gain ×U[0.95, 1.05], offset ±0.03;
+    3. Gaussian noise, std ~ U[0, 0.05]; then clip to [0, 1].
+    Images not drawn (probability 1 - p) pass unchanged.
+    """
+    B, C, H, W = images.shape
+    dev = images.device
+    u = lambda *shape: torch.rand(*shape, generator=generator, device=dev)  # noqa: E731
+    # 1. blur: per-image kernels [B, 5]
+    sigma = u(B, 1).clamp_min(1e-3)
+    taps = torch.arange(-2, 3, device=dev, dtype=images.dtype)[None]
+    k = torch.exp(-0.5 * (taps / sigma) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # σ → 0 gives the identity kernel
+    kx = k.repeat_interleave(C, 0)[:, None, None, :]  # [B*C, 1, 1, 5]
+    x = images.reshape(1, B * C, H, W)
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), kx, groups=B * C)
+    x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="reflect"), kx.transpose(2, 3), groups=B * C)
+    x = x.reshape(B, C, H, W)
+    # 2. colour jitter
+    bright = 0.92 + 0.16 * u(B, 1, 1, 1)
+    gain = 0.95 + 0.10 * u(B, C, 1, 1)
+    offset = 0.06 * u(B, C, 1, 1) - 0.03
+    x = x * bright * gain + offset
+    # 3. noise
+    std = 0.05 * u(B, 1, 1, 1)
+    x = (x + std * torch.randn(x.shape, generator=generator, device=dev)).clamp(0.0, 1.0)
+    if p < 1.0:
+        keep = u(B, 1, 1, 1) >= p
+        x = torch.where(keep, images, x)
+    return x
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def world_tokenizer() -> WordTokenizer:
+    return WordTokenizer(grammar.vocabulary(), context_length=16)
+
+
+def build(kind: str, tokenizer: WordTokenizer) -> tuple[torch.nn.Module, object]:
+    if kind == "toyclip":
+        cfg = ToyCLIPConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length, eot_id=tokenizer.eot_id)
+        return build_toyclip(cfg), cfg
+    if kind == "toyrelation":
+        cfg = ToyRelationConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length)
+        return ToyRelationNet(cfg), cfg
+    raise ValueError(f"unknown verifier {kind!r}; use one of {list(KINDS)}")
+
+
+def _lr_factor(progress: float, warmup: float) -> float:
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+              match: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Symmetric multi-positive InfoNCE: -log Σ_{positives} softmax, over captions and over images."""
+    mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std).view(1, 3, 1, 1)
+    fi = model.encode_image((images - mean) / std, normalize=True)  # [N, D]
+    ft = model.encode_text(tokens, normalize=True)  # [N, D]
+    logits = model.logit_scale.exp().clamp(max=100) * ft @ fi.T  # [captions, images]
+    neg_inf = torch.finfo(logits.dtype).min
+    pos = lambda lg: lg.masked_fill(~match, neg_inf).logsumexp(1)  # noqa: E731
+    t2i = (logits.logsumexp(1) - pos(logits)).mean()
+    lt, mt = logits.T, match.T
+    i2t = (lt.logsumexp(1) - lt.masked_fill(~mt, neg_inf).logsumexp(1)).mean()
+    loss = 0.5 * (t2i + i2t)
+    return loss, {"infonce": loss.item()}
+
+
+class GridProbe(torch.nn.Module):
+    """Training-only head: colour and shape class of each 8×8 grid token (not shipped)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.color = torch.nn.Linear(width, len(scenes.COLORS) + 1)
+        self.shape = torch.nn.Linear(width, len(scenes.SHAPES) + 1)
+
+    def forward(self, tokens: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        # tokens [N, 64, W]; layout [N, 2, 8, 8]
+        target = layout.flatten(2)  # [N, 2, 64]
+        c = F.cross_entropy(self.color(tokens).transpose(1, 2), target[:, 0])
+        s = F.cross_entropy(self.shape(tokens).transpose(1, 2), target[:, 1])
+        return c + s
+
+
+def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Tensor, batch: Batch,
+                  rng: np.random.Generator, hard_p: float, probe: GridProbe | None = None,
+                  aux_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Balanced BCE: N positive pairs (image, own caption) and N negatives (one per image), plus
+    ``aux_weight`` × the grid probe's per-cell colour/shape cross-entropy (dense supervision that
+    makes the grid tokens say what is where early in training)."""
+    n = images.shape[0]
+    group = batch.group.numpy()
+    match = batch.match.numpy()
+    neg_caption = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        hard = np.flatnonzero((group == group[j]) & ~match[:, j])
+        pool = hard if (len(hard) and rng.random() < hard_p) else np.flatnonzero(~match[:, j])
+        neg_caption[j] = pool[int(rng.integers(len(pool)))]
+    img_index = torch.cat([torch.arange(n), torch.arange(n)])
+    cap_index = torch.cat([torch.arange(n), torch.from_numpy(neg_caption)])
+    labels = torch.cat([torch.ones(n), torch.zeros(n)])
+    grid = model.encode_images(images)
+    logits = model.pair_logits(grid, tokens[cap_index], img_index)
+    bce = F.binary_cross_entropy_with_logits(logits, labels)
+    aux = probe(grid, batch.layout) if probe is not None and aux_weight > 0 else torch.zeros(())
+    return bce + aux_weight * aux, {"bce": bce.item(), "aux": aux.item()}
+
+
+def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer, dict]:
+    """Trains one verifier; returns (model in eval mode, model config, tokenizer, run info)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tokenizer = world_tokenizer()
+    model, mcfg = build(kind, tokenizer)
+    model.train()
+    probe = GridProbe(mcfg.width) if kind == "toyrelation" else None
+    params = list(model.named_parameters()) + (list(probe.named_parameters()) if probe is not None else [])
+    decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    start = time.perf_counter()
+    budget = cfg.minutes * 60.0
+    step, progress, ema = 0, 0.0, None
+    while progress < 1.0:
+        batch = sample_batch(rng, cfg.groups)
+        images = augment(batch.images, gen, p=cfg.augment_p)
+        tokens = tokenizer(batch.captions)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(progress, cfg.warmup)
+        if kind == "toyclip":
+            loss, parts = clip_loss(model, images, tokens, batch.match)
+        else:
+            loss, parts = relation_loss(model, images, tokens, batch, rng, cfg.hard_p, probe, cfg.aux_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        step += 1
+        elapsed = time.perf_counter() - start
+        progress = max(step / cfg.steps, elapsed / budget)
+        ema = dict(parts) if ema is None else {k: 0.95 * ema[k] + 0.05 * v for k, v in parts.items()}
+        if step % 25 == 0 or progress >= 1.0:
+            shown = " ".join(f"{k} {v:.4f}" for k, v in ema.items())
+            log(f"[{kind}] step {step} {shown} lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s")
+    info = {"steps": step, "train_seconds": round(time.perf_counter() - start, 1), "final_loss_ema": {k: round(v, 4) for k, v in ema.items()},
+            "images_seen": step * cfg.groups * 3.6}
+    return model.eval().requires_grad_(False), mcfg, tokenizer, info
+
+
+# -------------------------------------------------------------------------------- measurement
+
+
+@torch.no_grad()
+def measure(verifier, n_specs: int, seed: int = 1234, split: str = "heldout") -> dict:
+    """Ranking accuracy per negative type (see module docstring), clean and augmented."""
+    rng = np.random.default_rng(seed)
+    rows = []  # (type, true spec index, negative spec index)
+    specs: list[PromptSpec] = []
+    for _ in range(n_specs):
+        p = grammar.sample_spec(rng, split)
+        i = len(specs)
+        specs.append(p)
+        for kind, neg in sample_negatives(p, rng, "any").items():
+            rows.append((kind, i, len(specs)))
+            specs.append(neg)
+    clean = torch.from_numpy(np.stack([scenes.render(grammar.sample_scene(s, rng)) for s in specs]))
+    augmented = augment(clean, torch.Generator().manual_seed(seed))
+    caps = [grammar.caption(s) for s in specs]
+    t = np.array([r[1] for r in rows])
+    n = np.array([r[2] for r in rows])
+    out: dict = {"n_specs": n_specs, "n_pairs": len(rows), "split": split}
+    for name, imgs in (("clean", clean), ("augmented", augmented)):
+        scores = _pair_scorer(verifier, imgs, caps)
+        s_true = scores(t, t)
+        win_caption = _wins(s_true, scores(t, n))  # true image: true caption vs negative caption
+        win_image = _wins(s_true, scores(n, t))  # true caption: true image vs negative image
+        res = {}
+        for label, win in (("caption", win_caption), ("image", win_image)):
+            per = {k: round(float(win[[r[0] == k for r in rows]].mean()), 4) for k in NEGATIVE_TYPES
+                   if any(r[0] == k for r in rows)}
+            res[label] = {"overall": round(float(win.mean()), 4), **per}
+        out[name] = res
+    return out
+
+
+def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
+    """Returns ``scores(img_idx, cap_idx) -> np.ndarray`` of verifier scores for index pairs.
+
+    Images are encoded once: CLIPScore from embeddings (the same formula as ``score``), the
+    relation matcher from its image tokens; anything else through ``score`` in chunks.
+    """
+    from noisesearch.verifiers.clip import CLIPScoreVerifier
+    from noisesearch.verifiers.toyworld import ToyRelationVerifier
+
+    if isinstance(verifier, CLIPScoreVerifier):
+        fi = torch.cat([verifier.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
+        ft = verifier.encode_texts(caps)
+        return lambda i, c: (verifier.w * (fi[i] * ft[c]).sum(-1).clamp_min(0)).numpy()
+    if isinstance(verifier, ToyRelationVerifier):
+        model = verifier.model
+        tokens = verifier.tokenizer(caps)
+        tok = torch.cat([model.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
+
+        def rel(i: np.ndarray, c: np.ndarray) -> np.ndarray:
+            out = [model.pair_logits(tok, tokens[torch.from_numpy(c[k : k + 512])], torch.from_numpy(i[k : k + 512]))
+                   for k in range(0, len(i), 512)]
+            return torch.cat(out).numpy()
+
+        return rel
+
+    def generic(i: np.ndarray, c: np.ndarray) -> np.ndarray:
+        out = [verifier.score(imgs[torch.from_numpy(i[k : k + 256])], [caps[j] for j in c[k : k + 256]]).float()
+               for k in range(0, len(i), 256)]
+        return torch.cat(out).numpy()
+
+    return generic
+
+
+def _wins(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a > b).astype(np.float64) + 0.5 * (a == b)
+
+
+def _format(kind: str, m: dict) -> str:
+    lines = [f"{kind}: {m['split']} ranking accuracy ({m['n_pairs']} pairs from {m['n_specs']} prompts)"]
+    header = f"  {'':24s}" + "".join(f"{k:>11s}" for k in ("overall", *NEGATIVE_TYPES))
+    lines.append(header)
+    for cond in ("clean", "augmented"):
+        for label in ("caption", "image"):
+            r = m[cond][label]
+            lines.append(f"  {cond + ' / ' + label:24s}" + "".join(f"{r.get(k, float('nan')):11.3f}" for k in ("overall", *NEGATIVE_TYPES)))
+    return "\n".join(lines)
+
+
+def _merge_metrics(path: Path, kind: str, entry: dict) -> None:
+    """Read-modify-write ``metrics.json`` under a lock (two trainings may finish together)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data[kind] = entry
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    path.with_suffix(".lock").unlink(missing_ok=True)
+
+
+def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
+    torch.set_num_threads(cfg.threads)
+    model, mcfg, tokenizer, info = train(kind, cfg, log)
+    path = out / f"{kind}.safetensors"
+    save_verifier(path, kind, model, mcfg, tokenizer, extra={"train": asdict(cfg), **info})
+    # measure what ships: the verifier as the registry loads it from the file just written
+    from noisesearch.verifiers.toyworld import load_toy_verifier
+
+    verifier = load_toy_verifier(kind, "cpu", path)
+    t0 = time.perf_counter()
+    metrics = {"heldout": measure(verifier, cfg.eval_specs, split="heldout"),
+               "train_split": measure(verifier, max(cfg.eval_specs // 3, 4), split="train")}
+    entry = {
+        "params": count_parameters(model),
+        "file_mb": round(path.stat().st_size / 2**20, 2),
+        "model_config": asdict(mcfg),
+        "train_config": asdict(cfg),
+        **info,
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+        "score": "CLIPScore 2.5·max(cos, 0)" if kind == "toyclip" else "match logit (log-odds)",
+        **metrics,
+    }
+    _merge_metrics(out / "metrics.json", kind, entry)
+    log(_format(kind, metrics["heldout"]))
+    log(_format(kind, metrics["train_split"]))
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the weights and metrics.json")
+    ap.add_argument("--quick", action="store_true", help="a few steps and a tiny measurement (smoke test)")
+    ap.add_argument("--only", choices=KINDS, action="append", help="train only this verifier (repeatable)")
+    ap.add_argument("--minutes", type=float, default=None, help="wall budget per verifier for training")
+    ap.add_argument("--steps", type=int, default=None, help="maximum optimiser steps per verifier")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    cfg = QUICK if args.quick else TrainConfig()
+    cfg = replace(cfg, seed=args.seed)
+    if args.minutes is not None:
+        cfg = replace(cfg, minutes=args.minutes)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    for kind in args.only or KINDS:
+        run(kind, cfg, args.out)
+
+
+if __name__ == "__main__":
+    main()

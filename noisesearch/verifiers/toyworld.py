@@ -1,0 +1,74 @@
+"""The learned toyworld verifiers, ``toyclip`` and ``toyrelation``, loaded from shipped weights.
+
+- ``toyclip``: CLIPScore (2.5·max(cos, 0), in [0, 2.5]) with a small CLIP trained on toyworld;
+  the same :class:`~noisesearch.verifiers.clip.CLIPScoreVerifier` code path as real CLIP models.
+- ``toyrelation``: the match logit (log-odds that the caption describes the image, unbounded,
+  0 = undecided) of a grid-token / cross-attention matcher that sees positions and counts.
+
+Both are differentiable with respect to the images. Models and training live in
+:mod:`noisesearch.toyworld.verifier_models` and :mod:`noisesearch.toyworld.train_verifiers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from noisesearch.verifiers.base import register_verifier
+from noisesearch.verifiers.clip import CLIPScoreVerifier
+
+
+class ToyRelationVerifier:
+    """Scores with :class:`~noisesearch.toyworld.verifier_models.ToyRelationNet`: the match logit."""
+
+    differentiable = True
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "toyrelation") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] (resized to 32×32 if needed), B prompts -> logits [B]."""
+        prompts = list(prompts)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+        if len(prompts) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts; pass one prompt per image")
+        param = next(self.model.parameters())
+        tokens = self.tokenizer(prompts).to(param.device)
+        return self.model(images.to(device=param.device, dtype=param.dtype), tokens).float()
+
+
+def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer):
+    """Wraps a trained toy model into its verifier (shared by the loader and the training script)."""
+    if kind == "toyclip":
+        from open_clip import get_model_preprocess_cfg
+
+        pp = get_model_preprocess_cfg(model)
+        return CLIPScoreVerifier(model, tokenizer, pp["size"], pp["mean"], pp["std"], w=2.5, name="toyclip")
+    if kind == "toyrelation":
+        return ToyRelationVerifier(model, tokenizer)
+    raise ValueError(f"unknown toy verifier {kind!r}; use 'toyclip' or 'toyrelation'")
+
+
+def load_toy_verifier(kind: str, device: str | torch.device = "cpu", path: str | Path | None = None):
+    """Loads shipped (or ``path``) safetensors weights, in eval mode on ``device``."""
+    from noisesearch.toyworld.verifier_models import WEIGHTS_DIR, load_verifier_file
+
+    model, _, tokenizer = load_verifier_file(path or WEIGHTS_DIR / f"{kind}.safetensors", kind, device)
+    return toy_verifier_from_model(kind, model, tokenizer)
+
+
+@register_verifier("toyclip", "toyworld: CLIPScore with a small CLIP trained on toyworld (weak on relations)")
+def toyclip_factory(device: str | torch.device = "cpu", path: str | None = None) -> CLIPScoreVerifier:
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toyclip", device, path)
+
+
+@register_verifier("toyrelation", "toyworld: match logit of a grid-token cross-attention matcher (relations, counts)")
+def toyrelation_factory(device: str | torch.device = "cpu", path: str | None = None) -> ToyRelationVerifier:
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toyrelation", device, path)
