@@ -70,7 +70,7 @@ class ToyTrainConfig:
         return ToyTrainConfig(
             pool_size=256, val_size=64, scale_samples=128, vae_steps=3, vae_batch=8,
             unet_steps=3, unet_batch=8, warmup_steps=1, log_every=1, vae_eval_every=2,
-            vae_deadline_s=0.0, deadline_s=0.0,
+            vae_deadline_s=0.0, deadline_s=0.0, num_threads=1,
         )
 
     def validate(self) -> None:
@@ -301,6 +301,9 @@ trained by noisesearch from scratch on procedural shape scenes (`noisesearch.toy
   capped by wall-clock deadlines (requested/done steps: {metrics['requested']}); `training_config.json`
   records the steps actually taken, so training from it reproduces these weights
 - Full settings: `training_config.json`; metrics: `training_metrics.json`.
+- Reproduce these weights: `train_pipeline(ToyTrainConfig(**json.load(open("training_config.json"))), out_dir)`
+  (from `noisesearch.toyworld.train`; same thread count for bit-identical results).
+- Inspect samples: `python -m noisesearch.toyworld.sample_grid --pipeline <this folder> --out grid.png`.
 """
     (out / "README.md").write_text(text)
 
