@@ -23,10 +23,10 @@ def _ensure_registrations() -> None:
     import noisesearch.strategies  # noqa: F401
 
     for module in ("noisesearch.verifiers.clip", "noisesearch.verifiers.toyworld"):
-        try:
-            importlib.import_module(module)
-        except ImportError:  # pragma: no cover - optional verifier modules
-            pass
+        importlib.import_module(module)
+    from noisesearch.verifiers.catalog import register_all
+
+    register_all()
 
 
 def resolve_verifier(verifier: str | Verifier | Callable[..., Any], device: torch.device) -> Verifier:

@@ -220,10 +220,20 @@ def verifiers() -> None:
     from noisesearch.api import _ensure_registrations
     from noisesearch.verifiers import available_verifiers
 
+    from noisesearch.verifiers.catalog import scan
+
     _ensure_registrations()
-    table = Table("verifier", "description")
+    local = {a.name: a for a in scan()}
+    table = Table("verifier", "description", "local weights")
     for name, desc in available_verifiers().items():
-        table.add_row(name, desc)
+        a = local.get(name)
+        if a is None:
+            status = "built in"
+        elif a.ready:
+            status = "[green]found[/]: " + ", ".join(str(p) for p in a.found.values())
+        else:
+            status = "[yellow]missing[/]: " + "; ".join(a.missing)
+        table.add_row(name, desc, status)
     console.print(table)
 
 
@@ -270,6 +280,120 @@ def toyworld_train_verifiers(
     from noisesearch.toyworld import train_verifiers
 
     train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[Path, typer.Argument(help="Sweep config (TOML); see examples/sweep_toyworld.toml.")],
+    out: Annotated[Path, typer.Option(help="Results folder; run again with the same folder to resume.")] = Path(
+        "noisesearch-sweep"
+    ),
+    dry_run: Annotated[bool, typer.Option(help="Check the config and print the plan without running it.")] = False,
+) -> None:
+    """Run (or resume) a benchmark sweep; shards across processes under `accelerate launch -m noisesearch sweep`."""
+    from noisesearch.sweep import SweepConfig, completed_rows, plan, sweep, sweep_prompts
+
+    try:
+        cfg = SweepConfig.from_toml(config)
+        if dry_run:
+            cfg.check_names()
+            items = plan(cfg, sweep_prompts(cfg))
+            done = completed_rows(out) if out.is_dir() else {}
+            console.print(
+                f"{len(items)} rows = {len({it.prompt.text for it in items})} prompts x {len(cfg.models)} models x "
+                f"{len(cfg.strategies)} strategies x {len(cfg.search_verifiers)} search verifiers x "
+                f"{len(cfg.budgets)} budgets x {len(cfg.seeds)} seeds; {sum(it.key in done for it in items)} already in {out}"
+            )
+            return
+    except ValueError as e:
+        fail(str(e))
+        return
+    _install_sigterm_as_interrupt()
+    try:
+        summary = sweep(cfg, out, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished rows are kept; run the same command again to resume")
+        raise typer.Exit(code=130)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        fail(str(e))
+        return
+    if summary.results_path is not None:
+        console.print(f"results: {summary.results_path}; report: noisesearch report {summary.out_dir}")
+
+
+@app.command("report")
+def report_command(
+    results_dir: Annotated[Path, typer.Argument(help="The --out folder of `noisesearch sweep`.")],
+    out: Annotated[Optional[Path], typer.Option(help="Folder for report.html and plots/ (default: RESULTS_DIR).")] = None,
+    embed: Annotated[
+        Optional[bool], typer.Option("--embed/--link", help="Images inside the HTML (base64) or linked; default: embed if small.")
+    ] = None,
+    max_prompts: Annotated[int, typer.Option(help="Prompts shown in each image grid.")] = 24,
+) -> None:
+    """Write scaling plots (PNG) and a self-contained HTML report of a sweep."""
+    from noisesearch.sweep_report import write_report
+
+    try:
+        if max_prompts < 1:
+            raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")
+        files = write_report(results_dir, out, embed=embed, max_prompts=max_prompts)
+    except ValueError as e:
+        fail(str(e))
+        return
+    for plot in files.plots:
+        console.print(f"wrote {plot}")
+    console.print(f"wrote {files.html} ({files.rows} rows{'' if files.final else ', sweep unfinished'})")
+
+
+@app.command("models")
+def models_command(
+    cache_dir: Annotated[
+        Optional[Path], typer.Option(help="Hugging Face hub cache to scan (default: HF_HUB_CACHE / HF_HOME's).")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="Only models found locally.")] = False,
+) -> None:
+    """List supported model families, example checkpoints, and which are in the local cache (no network)."""
+    from noisesearch.model_catalog import FAMILY_NOTES, list_models
+    from noisesearch.models import RECOMMENDED
+
+    if cache_dir is not None and not cache_dir.is_dir():
+        fail(f"--cache-dir {str(cache_dir)!r} is not a folder")
+        return
+    statuses = [m for m in list_models(cache_dir) if m.found or not local]
+    families = Table("family", "defaults", "about")
+    for family in dict.fromkeys(m.entry.family for m in statuses):
+        rec = RECOMMENDED.get(family, {})
+        defaults = f"{rec['steps']} step{'s' * (rec['steps'] != 1)}, cfg {rec['guidance']:g}" if rec else ""
+        families.add_row(family, defaults, FAMILY_NOTES.get(family, ""))
+    # hub ids are what users copy: never wrap or truncate them; the other columns wrap instead
+    width = max([len(m.entry.hub_id) for m in statuses] + [15])
+    checkpoints = Table()
+    checkpoints.add_column("model (--model)", no_wrap=True, min_width=width)
+    checkpoints.add_column("family", overflow="fold")
+    checkpoints.add_column("local")
+    missing, partial = [], []
+    for m in statuses:
+        if m.status == "cached":
+            where = f"[green]cached[/] {m.size_bytes / 2**30:.1f}G"
+        elif m.status == "partial":
+            where = "[yellow]partial[/]"
+            partial.append(f"{m.entry.hub_id} lacks {', '.join(m.missing)}")
+        elif m.status == "built-in":
+            where = "built in"
+        else:
+            where = "[dim]missing[/]" + (" (gated)" if m.entry.gated else "")
+            missing.append(m.entry.hub_id)
+        checkpoints.add_row(m.entry.hub_id, m.entry.family, where)
+    console.print(families)
+    console.print(checkpoints)
+    for line in partial:
+        console.print(f"[yellow]partial:[/] {line}", highlight=False)
+    if missing:
+        console.print(
+            "to use a missing model, run on a connected machine: [bold]hf download <model>[/] "
+            "(gated ones need their license accepted on the hub first), then copy the cache here or set HF_HOME",
+            highlight=False,
+        )
 
 
 def main() -> None:
