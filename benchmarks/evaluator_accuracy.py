@@ -32,7 +32,7 @@ def run(positives: int, size: int, seed: int, degrade_kw: dict[str, float]) -> d
     category is judged on about ``positives`` x (largest category's prompt count) scenes.
     """
     rng = np.random.default_rng(seed)
-    tally: dict[str, dict[str, list[int]]] = {"clean": defaultdict(lambda: [0, 0]), "degraded": defaultdict(lambda: [0, 0])}
+    tally: dict[str, dict[str, list[int]]] = {c: defaultdict(lambda: [0, 0]) for c in ("clean", "degraded")}
     prompts = grammar.heldout_prompts()
     per_cat = Counter(c for c, _ in prompts)
     for category, prompt in prompts:
@@ -44,7 +44,8 @@ def run(positives: int, size: int, seed: int, degrade_kw: dict[str, float]) -> d
                 img = render(case, size=size)
                 for cond, im in (("clean", img), ("degraded", evaluator.degrade(img, rng, **degrade_kw))):
                     ok = int(evaluator.satisfies(im, spec) == expected)
-                    for key in (category, f"{category}:{'positive' if expected else 'negative'}", f"kind:{kind}", "all"):
+                    label = "positive" if expected else "negative"
+                    for key in (category, f"{category}:{label}", f"kind:{kind}", "all"):
                         tally[cond][key][0] += ok
                         tally[cond][key][1] += 1
     return tally

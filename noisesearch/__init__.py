@@ -33,3 +33,9 @@ __all__ = [
     "register_verifier",
     "search",
 ]
+
+# benchmark sweeps (note: this binds the name `noisesearch.sweep` to the function; import the
+# module's other names with `from noisesearch.sweep import SweepConfig, ...`)
+from noisesearch.sweep import SweepConfig, SweepSummary, sweep  # noqa: E402
+
+__all__ += ["SweepConfig", "SweepSummary", "sweep"]

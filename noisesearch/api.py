@@ -22,7 +22,7 @@ def _ensure_registrations() -> None:
     # importing these modules registers their verifiers/strategies; optional parts may be absent
     import noisesearch.strategies  # noqa: F401
 
-    for module in ("noisesearch.verifiers.clip", "noisesearch.verifiers.toyworld"):
+    for module in ("noisesearch.verifiers.clip", "noisesearch.verifiers.toyworld", "noisesearch.verifiers.ensemble"):
         importlib.import_module(module)
     from noisesearch.verifiers.catalog import register_all
 

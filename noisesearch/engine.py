@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -151,6 +151,7 @@ class SearchContext:
         self.history: list[RoundRecord] = []
         self._next_offset = 0
         self._noise: dict[int, torch.Tensor] = {}
+        self._proxies: dict[int, DenoisingCore] = {}
 
     # --- budget -------------------------------------------------------------------------------
     @property
@@ -195,8 +196,8 @@ class SearchContext:
         return self.core.start(noise, [self.prompt] * len(seeds), seeds)
 
     # --- compute ------------------------------------------------------------------------------
-    def denoise(self, trajectory: Trajectory, until: int | None = None) -> Trajectory:
-        return self.core.run(trajectory, until)
+    def denoise(self, trajectory: Trajectory, until: int | None = None, grad: bool = False) -> Trajectory:
+        return self.core.run(trajectory, until, grad=grad)
 
     def renoise(self, trajectory: Trajectory, to_step: int, noise: torch.Tensor) -> Trajectory:
         return self.core.renoise(trajectory, to_step, noise)
@@ -204,17 +205,36 @@ class SearchContext:
     def preview(self, trajectory: Trajectory, fresh: bool = False) -> torch.Tensor:
         return self.core.preview(trajectory, fresh=fresh)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.core.decode(latents)
+    def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        return self.core.decode(latents, grad=grad)
 
-    def score(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        """Verifier scores [B]; non-finite images or scores come back as -inf."""
+    def score(self, images: torch.Tensor, prompts: Sequence[str] | None = None, grad: bool = False) -> torch.Tensor:
+        """Verifier scores [B]; non-finite images or scores come back as -inf.
+
+        ``grad=True`` keeps the graph from ``images`` to the scores (the verifier must be
+        differentiable); the call is counted like any other.
+        """
         prompts = list(prompts) if prompts is not None else [self.prompt] * images.shape[0]
-        with self.meter.phase("verify"), torch.no_grad():
+        if grad and not getattr(self.verifier, "differentiable", False):
+            raise ValueError(f"verifier {self.verifier.name!r} is not differentiable; gradients need one that is")
+        with self.meter.phase("verify"), torch.set_grad_enabled(grad):
             scores = check_scores(self.verifier.score(images, prompts), len(prompts), self.verifier.name).cpu()
         self.meter.verifier_call(images.shape[0])
-        bad = ~torch.isfinite(scores) | ~torch.isfinite(images.flatten(1)).all(dim=1).cpu()
+        bad = ~torch.isfinite(scores.detach()) | ~torch.isfinite(images.detach().flatten(1)).all(dim=1).cpu()
         return scores.masked_fill(bad, -math.inf)
+
+    def proxy_core(self, steps: int) -> DenoisingCore:
+        """A core over the same model and settings with ``steps`` solver steps, metered by this search.
+
+        Gradient optimisation backpropagates through a few-step sampler; its NFEs count against the
+        same budget. ``steps`` equal to the search's own returns :attr:`core` itself.
+        """
+        if steps == self.steps:
+            return self.core
+        if steps not in self._proxies:
+            proxy = DenoisingCore(self.core.adapter, replace(self.core.config, steps=steps), meter=self.meter)
+            self._proxies[steps] = proxy
+        return self._proxies[steps]
 
     # --- results ------------------------------------------------------------------------------
     def finish(self, trajectory: Trajectory, round: int = 0, info: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Loading models by name, local folder or Hugging Face id, offline.
 
 ``toyworld`` is the embedded default (a tiny pipeline this project trains and ships);
-``tiny-random-sd`` / ``tiny-random-sdxl`` are random-weight test pipelines. Anything else is a
+``tiny-random-sd`` / ``-sdxl`` / ``-sd3`` / ``-flux`` / ``-pixart`` / ``-hunyuan`` are random-weight
+test pipelines and ``stub`` the weightless counting model of :mod:`noisesearch.testing`. Anything else is a
 diffusers pipeline folder or a hub id resolved from the local Hugging Face cache only: nothing is
 ever downloaded at run time.
 """
@@ -18,6 +19,10 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapters.base import ModelAdapter, ModelInfo
+from noisesearch.core.adapters.flux import FluxAdapter
+from noisesearch.core.adapters.hunyuan import HunyuanDiTAdapter
+from noisesearch.core.adapters.pixart import PixArtSigmaAdapter
+from noisesearch.core.adapters.sd3 import StableDiffusion3Adapter
 from noisesearch.core.adapters.stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
 
 TOYWORLD_DIR = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
@@ -27,6 +32,30 @@ DEFAULT_MODEL = "toyworld"
 ADAPTERS: dict[str, Callable[..., ModelAdapter]] = {
     "StableDiffusionPipeline": StableDiffusionAdapter,
     "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
+    "StableDiffusion3Pipeline": StableDiffusion3Adapter,
+    "FluxPipeline": FluxAdapter,
+    "PixArtSigmaPipeline": PixArtSigmaAdapter,
+    "HunyuanDiTPipeline": HunyuanDiTAdapter,
+}
+
+#: diffusers pipeline class -> model family (a key of RECOMMENDED); refined by :func:`detect_family`
+PIPELINE_FAMILIES: dict[str, str] = {
+    "StableDiffusionPipeline": "sd",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+    "PixArtSigmaPipeline": "pixart-sigma",
+    "HunyuanDiTPipeline": "hunyuan-dit",
+}
+
+#: random-weight pipelines by name -> builder in noisesearch.core.tiny
+TINY_RANDOM_MODELS: dict[str, str] = {
+    "tiny-random-sd": "tiny_sd_pipeline",
+    "tiny-random-sdxl": "tiny_sdxl_pipeline",
+    "tiny-random-sd3": "tiny_sd3_pipeline",
+    "tiny-random-flux": "tiny_flux_pipeline",
+    "tiny-random-pixart": "tiny_pixart_sigma_pipeline",
+    "tiny-random-hunyuan": "tiny_hunyuan_dit_pipeline",
 }
 
 #: per-family sampling defaults when the user gives none: (steps, guidance, verifier)
@@ -35,6 +64,17 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
     "tiny-random": {"steps": 10, "guidance": 4.0, "verifier": "toyclip"},
     "sd": {"steps": 30, "guidance": 7.5, "verifier": "clipscore"},
     "sdxl": {"steps": 30, "guidance": 5.0, "verifier": "clipscore"},
+    # few-step distilled models (model cards): no classifier-free guidance
+    "sd-turbo": {"steps": 1, "guidance": 0.0, "verifier": "clipscore"},
+    "sdxl-turbo": {"steps": 1, "guidance": 0.0, "verifier": "clipscore"},
+    "dreamshaper-xl-turbo": {"steps": 6, "guidance": 2.0, "verifier": "clipscore"},
+    # transformer families: the stock pipelines' defaults
+    "sd3": {"steps": 28, "guidance": 7.0, "verifier": "clipscore"},
+    "sd3-turbo": {"steps": 4, "guidance": 0.0, "verifier": "clipscore"},  # SD 3.5 Large Turbo
+    "flux": {"steps": 28, "guidance": 3.5, "verifier": "clipscore"},  # embedded guidance (one row per candidate)
+    "flux-schnell": {"steps": 4, "guidance": 0.0, "verifier": "clipscore"},  # no guidance input
+    "pixart-sigma": {"steps": 20, "guidance": 4.5, "verifier": "clipscore"},
+    "hunyuan-dit": {"steps": 50, "guidance": 5.0, "verifier": "clipscore"},
 }
 
 
@@ -81,6 +121,21 @@ def _from_pretrained(source: Any, **kwargs: Any) -> Any:
         return DiffusionPipeline.from_pretrained(source, **kwargs)
 
 
+def detect_family(name: str, pipeline_class: str, guidance_embeds: bool | None = None) -> str:
+    """The family (a key of :data:`RECOMMENDED`) of a checkpoint: its pipeline class, refined for
+    few-step variants by the checkpoint's name and for FLUX.1 [schnell] by its transformer's
+    ``guidance_embeds`` (False: no guidance input)."""
+    family = PIPELINE_FAMILIES.get(pipeline_class, "sd")
+    lowered = str(name).lower()
+    if family == "sdxl" and "dreamshaper" in lowered and "turbo" in lowered:
+        return "dreamshaper-xl-turbo"
+    if family in ("sd", "sdxl", "sd3") and "turbo" in lowered:
+        return family + "-turbo"
+    if family == "flux" and guidance_embeds is False:
+        return "flux-schnell"
+    return family
+
+
 def _wrap(pipe: Any, name: str, family: str) -> ModelAdapter:
     cls_name = type(pipe).__name__
     if cls_name not in ADAPTERS:
@@ -94,10 +149,13 @@ def _wrap(pipe: Any, name: str, family: str) -> ModelAdapter:
 def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None:
     if device.type != "cuda":
         return  # channels-last and compilation only pay off on GPU
-    pipe.unet.to(memory_format=torch.channels_last)
+    attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    denoiser = getattr(pipe, attr)
+    if attr == "unet":  # channels-last helps convolutions; the transformers work on token sequences
+        denoiser.to(memory_format=torch.channels_last)
     if compile:
         # CUDA graphs via "reduce-overhead"; chunk shapes repeat across steps so graphs are reused
-        pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True)
+        setattr(pipe, attr, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
 
 
 def load_model(
@@ -108,6 +166,11 @@ def load_model(
 ) -> ModelAdapter:
     """Loads a model adapter offline from a name, a diffusers folder or a cached hub id."""
     name = name or DEFAULT_MODEL
+    if name == "stub":
+        # the weightless counting model of noisesearch.testing (CPU, fp32): fast tests of sweeps and CLIs
+        from noisesearch.testing import StubAdapter
+
+        return StubAdapter()  # type: ignore[return-value]
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
 
@@ -119,10 +182,10 @@ def load_model(
             )
         pipe = _from_pretrained(TOYWORLD_DIR, local_files_only=True, torch_dtype=torch_dtype)
         family = "toyworld"
-    elif name in ("tiny-random-sd", "tiny-random-sdxl"):
-        from noisesearch.core.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+    elif name in TINY_RANDOM_MODELS:
+        from noisesearch.core import tiny
 
-        pipe = tiny_sd_pipeline() if name == "tiny-random-sd" else tiny_sdxl_pipeline()
+        pipe = getattr(tiny, TINY_RANDOM_MODELS[name])()
         if torch_dtype != torch.float32:
             pipe.to(torch_dtype)
         family = "tiny-random"
@@ -153,7 +216,8 @@ def load_model(
                 f"unknown model {name!r}; use 'toyworld' (the embedded default), a diffusers folder, "
                 "or a Hugging Face id such as stabilityai/stable-diffusion-xl-base-1.0 from your cache"
             )
-        family = "sdxl" if type(pipe).__name__ == "StableDiffusionXLPipeline" else "sd"
+        transformer_config = getattr(getattr(pipe, "transformer", None), "config", None)
+        family = detect_family(name, type(pipe).__name__, getattr(transformer_config, "guidance_embeds", None))
     pipe.set_progress_bar_config(disable=True)
     pipe.to(dev)
     _optimise_for_device(pipe, dev, compile)

@@ -108,12 +108,19 @@ class DenoisingCore:
         self.width = config.width or default_w
         self.latent_shape = adapter.latent_shape(self.height, self.width)
         self.solver = config.solver or adapter.default_solver
-        self.schedule: Schedule = build_schedule(self.solver, adapter.scheduler_config, config.steps)
+        # optional adapter hook: schedule arguments that depend on the image size (FLUX's shift mu)
+        timestep_kwargs = getattr(adapter, "set_timesteps_kwargs", None)
+        extra = timestep_kwargs(config.steps, self.height, self.width) if timestep_kwargs is not None else {}
+        self.schedule: Schedule = build_schedule(self.solver, adapter.scheduler_config, config.steps, **extra)
         if self.schedule.family == "flow" and adapter.prediction_type != "flow":
             raise ValueError(f"scheduler {self.solver!r} needs a flow-matching model")
         if self.schedule.family == "vp" and adapter.prediction_type == "flow":
             raise ValueError(f"this is a flow-matching model; use the 'flow-euler' scheduler, not {self.solver!r}")
-        self.guided = config.guidance > 1.0
+        #: "cfg": classifier-free guidance rows; "embedded": the scale is a network input (FLUX.1)
+        self.guidance_mode: str = getattr(adapter, "guidance_mode", "cfg")
+        if self.guidance_mode not in ("cfg", "embedded"):
+            raise ValueError(f"adapter guidance_mode must be 'cfg' or 'embedded', got {self.guidance_mode!r}")
+        self.guided = self.guidance_mode == "cfg" and config.guidance > 1.0
         self._prompts: list[str] = []
         self._embeddings: PromptEmbeddings | None = None
         #: candidates per network call; halved on out-of-memory
@@ -171,6 +178,8 @@ class DenoisingCore:
         b = x.shape[0]
         t = self.schedule.timesteps[step].to(self.adapter.device)
         rows = self._embeddings.rows(prompt_index, self.guided)
+        if self.guidance_mode == "embedded":  # one row per candidate; the scale goes in as conditioning
+            rows["guidance"] = torch.full((b,), float(self.config.guidance), device=x.device, dtype=torch.float32)
         model_in = torch.cat([x, x]) if self.guided else x
         self.meter.network_call(candidates=b, rows=model_in.shape[0])
         out = self.adapter.predict(model_in.to(self.adapter.dtype), t, rows)
@@ -207,17 +216,19 @@ class DenoisingCore:
             start += size
         return outs
 
-    @torch.no_grad()
     def run(
         self,
         trajectory: Trajectory,
         until: int | None = None,
         callback: Callable[[int, Trajectory], None] | None = None,
+        grad: bool = False,
     ) -> Trajectory:
         """Advances every candidate to step ``until`` (default: the end) and returns the new state.
 
         Work is chunked to ``chunk_size`` candidates; each chunk runs all its steps before the next
         starts (halving on out-of-memory, see :meth:`_map_chunks`). ``callback(step, chunk_state)`` sees each chunk after each step.
+        ``grad=True`` keeps the autograd graph from ``trajectory.x`` to the result (gradient noise
+        optimisation); only the forward evaluations are counted as NFEs.
         """
         n = self.schedule.num_steps
         until = n if until is None else until
@@ -242,7 +253,7 @@ class DenoisingCore:
             assert x0 is not None
             return x, x0
 
-        with self.meter.phase("denoise"):
+        with self.meter.phase("denoise"), torch.set_grad_enabled(grad):
             parts = self._map_chunks(len(trajectory), run_chunk)
         return Trajectory(
             x=torch.cat([p[0] for p in parts]),
@@ -285,10 +296,9 @@ class DenoisingCore:
         )
         return replace(trajectory, x=x, step=to_step, x0=None, x0_step=-1)
 
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked."""
-        with self.meter.phase("decode"):
+    def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked (``grad``: keep the graph)."""
+        with self.meter.phase("decode"), torch.set_grad_enabled(grad):
             return torch.cat(self._map_chunks(latents.shape[0], lambda sl: self.adapter.decode(latents[sl]).float()))
 
     def sample(self, seeds: Sequence[int], prompts: Sequence[str]) -> torch.Tensor:

@@ -73,24 +73,40 @@ def make_scheduler(solver: str, base_config: dict[str, Any]) -> Any:
         raise ValueError(f"unknown scheduler {solver!r}; choose one of: {', '.join(SOLVERS)}")
     class_name, overrides = SOLVERS[solver]
     cls = getattr(diffusers, class_name)
-    return cls.from_config(dict(base_config), **overrides)
+    config = dict(base_config)
+    if class_name == "DDIMScheduler":
+        # DDIM's own default clips x0 to [-1, 1], which no latent model wants and the core does not
+        # do; it only bites configs written for another scheduler (PixArt's DPM-Solver config)
+        config.setdefault("clip_sample", False)
+    return cls.from_config(config, **overrides)
 
 
 def build_schedule(solver: str, base_config: dict[str, Any], num_steps: int, **set_timesteps_kwargs: Any) -> Schedule:
     """Reads the step grid of ``solver`` for ``num_steps`` steps from the diffusers scheduler.
 
     ``base_config`` is the pipeline's scheduler config (``pipe.scheduler.config``); extra keyword
-    arguments go to ``set_timesteps`` (e.g. ``mu`` for FLUX's resolution-dependent shift).
+    arguments go to ``set_timesteps`` (e.g. ``mu`` for FLUX's resolution-dependent shift, or a custom
+    ``sigmas`` grid of ``num_steps`` entries).
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"steps must be a positive integer, got {num_steps!r}")
     scheduler = make_scheduler(solver, base_config)
-    scheduler.set_timesteps(num_steps, **set_timesteps_kwargs)
+    custom = next((k for k in ("sigmas", "timesteps") if set_timesteps_kwargs.get(k) is not None), None)
+    if custom is not None:
+        # a custom grid (FLUX's sigmas) fixes the step count; diffusers' retrieve_timesteps then
+        # calls set_timesteps without num_inference_steps, which some schedulers insist on
+        if len(set_timesteps_kwargs[custom]) != num_steps:
+            raise ValueError(f"{custom} has {len(set_timesteps_kwargs[custom])} entries for {num_steps} steps")
+        scheduler.set_timesteps(**set_timesteps_kwargs)
+    else:
+        scheduler.set_timesteps(num_steps, **set_timesteps_kwargs)
     timesteps = torch.as_tensor(scheduler.timesteps).float().cpu()
     n = int(timesteps.shape[0])
     max_order = [1] * n
 
     if solver == "ddim":
+        if scheduler.config.clip_sample or scheduler.config.thresholding:
+            raise ValueError("DDIM with clip_sample or thresholding is not supported; set both to False in the scheduler config")
         # DDIM steps from abar(t_i) to abar(t_i - T // n), or to final_alpha_cumprod below t = 0.
         abar = scheduler.alphas_cumprod.double()
         ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps

@@ -4,3 +4,9 @@ from noisesearch.strategies.base import Strategy, available_strategies, make_str
 from noisesearch.strategies.random_search import RandomSearch
 
 __all__ = ["RandomSearch", "Strategy", "available_strategies", "make_strategy", "register_strategy"]
+from noisesearch.strategies.gradient import GradientSearch
+from noisesearch.strategies.paths import PathsSearch
+from noisesearch.strategies.smc import SMCSearch
+from noisesearch.strategies.zero_order import ZeroOrderSearch
+
+__all__ += ["GradientSearch", "PathsSearch", "SMCSearch", "ZeroOrderSearch"]

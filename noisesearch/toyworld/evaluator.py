@@ -48,6 +48,9 @@ from noisesearch.toyworld.scenes import BACKGROUND, COLORS, shape_mask
 FOREGROUND_COVERAGE: float = 0.5
 #: largest unmixing residual (RGB distance) for a pixel to be explained by a palette colour
 RESIDUAL_TOL: float = 0.2
+#: an unexplained pixel at least this far (RGB distance) from the background is foreground too, so
+#: an off-palette blob still counts as an object (palette colours are 0.8-1.1 from the background)
+OFF_PALETTE_DIST: float = 0.4
 #: components smaller than this fraction of the image are speckles (12 px at 32x32; the smallest
 #: sampled object, a triangle of size 0.22, covers 2.4% = 25 px)
 MIN_AREA_FRAC: float = 0.012
@@ -99,18 +102,19 @@ def _as_image(image: Any) -> np.ndarray:
     return arr
 
 
-def _unmix(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _unmix(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unmix every pixel against background ``bg`` [3].
 
     Returns the raw (unclipped, so noise stays zero-mean) coverage of every colour [K, H, W], the
-    index of the best-explaining colour [H, W] and its residual [H, W].
+    index of the best-explaining colour [H, W], its residual [H, W] and the distance of each pixel
+    from the background [H, W].
     """
     d = img - bg[:, None, None]  # [3, H, W]
     raw = np.einsum("kc,chw->khw", _DIRS, d) / (_DIRS**2).sum(1)[:, None, None]  # [K, H, W]
     alpha = np.clip(raw, 0.0, 1.0)
     resid = np.linalg.norm(d[None] - alpha[:, None] * _DIRS[:, :, None, None], axis=1)  # [K, H, W]
     best = resid.argmin(0)
-    return raw, best, np.take_along_axis(resid, best[None], 0)[0]
+    return raw, best, np.take_along_axis(resid, best[None], 0)[0], np.linalg.norm(d, axis=0)
 
 
 def _background(img: np.ndarray, raw: np.ndarray) -> np.ndarray:
@@ -204,11 +208,13 @@ def detect(image: Any) -> list[Detection]:
     h, w = img.shape[1:]
     total = h * w
     # 1. unmix against the image's own background
-    raw, _, _ = _unmix(img, _BG)
-    raw, best, resid = _unmix(img, _background(img, raw))
+    raw = _unmix(img, _BG)[0]
+    raw, best, resid, dist_bg = _unmix(img, _background(img, raw))
     a = np.clip(np.take_along_axis(raw, best[None], 0)[0], 0.0, 1.0)
-    fg = a >= FOREGROUND_COVERAGE
-    label = np.where(resid <= RESIDUAL_TOL, best, _UNKNOWN)
+    explained = resid <= RESIDUAL_TOL
+    # foreground: half covered by a palette colour, or far from the background in an off-palette one
+    fg = (a >= FOREGROUND_COVERAGE) | (~explained & (dist_bg >= OFF_PALETTE_DIST))
+    label = np.where(explained, best, _UNKNOWN)
     # 2. components, split where colours are fused, speckles dropped
     objects = _components(label, np.where(label == _UNKNOWN, 1.0, a), fg, MIN_AREA_FRAC * total)
     # 3. each object also owns the soft rim of background pixels nearest to it (within RIM_PX)
@@ -233,6 +239,9 @@ def detect(image: Any) -> list[Detection]:
         else:
             weights = np.where(reg, raw[k, r0:r1, c0:c1], 0.0)  # unclipped: noise stays zero-mean
         area = float(weights.sum())
+        if area <= 0.5 * mask.sum():  # rim noise cannot outweigh the object: fall back to its mask
+            weights = np.where(mask[r0:r1, c0:c1], 1.0, 0.0)
+            area = float(weights.sum())
         yy, xx = np.mgrid[0 : r1 - r0, 0 : c1 - c0] + 0.5
         cx, cy = float((xx * weights).sum() / area), float((yy * weights).sum() / area)
         if k == _UNKNOWN:

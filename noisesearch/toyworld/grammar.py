@@ -292,9 +292,14 @@ def heldout_prompts() -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for cat in ("shape", "counting", "color_binding"):
         out += [(cat, caption(s)) for s in _specs_for(cat, "heldout")]
+
+    def key(o: ObjectSpec) -> tuple[str, str]:
+        return (o.color, o.shape)
+
     # spatial: for each unordered held-out pair {P, Q}, "P r1 Q" and "Q r2 P" with r1, r2 on
     # different axes (so the two are never paraphrases), cycling through the relations.
-    unordered = sorted({tuple(sorted(s.objects, key=lambda o: (o.color, o.shape))) for s in _specs_for("color_binding", "heldout")}, key=lambda ab: [(o.color, o.shape) for o in ab])
+    pairs = {tuple(sorted(s.objects, key=key)) for s in _specs_for("color_binding", "heldout")}
+    unordered = sorted(pairs, key=lambda ab: (key(ab[0]), key(ab[1])))
     for i, (p, q) in enumerate(unordered):
         r1, r2 = RELATIONS[i % 4], RELATIONS[(i + 2) % 4]
         out.append(("spatial", caption(PromptSpec("spatial", (p, q), r1))))
@@ -443,7 +448,8 @@ def hard_negatives(scene: Scene, spec: PromptSpec, rng: np.random.Generator) -> 
     if spec.category == "counting":
         out.append(("count_minus", Scene(tuple(x for i, x in enumerate(objs) if i != idx))))
         try:
-            out.append(("count_plus", Scene(objs + tuple(place_objects([(o.color, o.shape)], rng, objs, max_tries=20)))))
+            more = place_objects([(o.color, o.shape)], rng, objs, max_tries=20)
+            out.append(("count_plus", Scene(objs + tuple(more))))
         except RuntimeError:
             pass
     others = [(c, s) for c in colors for s in shapes if (c, s) not in mentioned]

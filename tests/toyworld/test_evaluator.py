@@ -163,3 +163,11 @@ def test_bad_prompt_rejected() -> None:
         ev.satisfies(render(Scene(())), "a pink circle")
     with pytest.raises(ValueError, match="PromptSpec"):
         ev.satisfies(render(Scene(())), 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rgb", [(0.05, 0.05, 0.05), (0.45, 0.3, 0.15), (0.2, 0.6, 0.6)])
+def test_off_palette_object_counts_as_an_extra_object(rgb: tuple[float, float, float]) -> None:
+    img = render(Scene((Obj("green", "triangle", 0.3, 0.5, 0.3),)))
+    img[:, 6:14, 20:28] = np.array(rgb, np.float32)[:, None, None]
+    assert ("unknown", "unknown") in [(d.color, d.shape) for d in ev.detect(img)]
+    assert not ev.satisfies(img, "a green triangle")

@@ -53,7 +53,16 @@ class ModelInfo:
 
 @runtime_checkable
 class ModelAdapter(Protocol):
-    """A text-to-image diffusion model as seen by the core."""
+    """A text-to-image diffusion model as seen by the core.
+
+    Two optional members, read with ``getattr`` by :class:`~noisesearch.core.sampler.DenoisingCore`:
+
+    * ``guidance_mode: str`` -- ``"cfg"`` (default): classifier-free guidance, the core stacks
+      unconditional rows; ``"embedded"`` (guidance-distilled FLUX.1): one row per candidate and the
+      scale arrives in ``predict``'s conditioning as ``"guidance"``, a float32 tensor [R].
+    * ``set_timesteps_kwargs(num_steps, height, width) -> dict`` -- extra ``set_timesteps``
+      arguments of the scheduler (a custom ``sigmas`` grid, the shift ``mu``).
+    """
 
     info: ModelInfo
     device: torch.device

@@ -1,0 +1,151 @@
+"""What models noisesearch supports, and which of them are in the local Hugging Face cache.
+
+:data:`CATALOG` lists each supported family with example checkpoints on the hub;
+:func:`list_models` checks each against the local cache with ``huggingface_hub.scan_cache_dir``
+(a walk of the cache folder: never any network), and also reports cached diffusers pipelines of a
+supported class that the catalog does not name. ``noisesearch models`` prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from noisesearch.models import ADAPTERS, TINY_RANDOM_MODELS, detect_family
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One example checkpoint of a supported family."""
+
+    family: str  # key of noisesearch.models.RECOMMENDED and FAMILY_NOTES
+    hub_id: str  # repository on the Hugging Face hub (diffusers layout), or a built-in name
+    pipeline_class: str  # the diffusers pipeline class its model_index.json names
+    gated: bool = False  # the hub asks users to accept a license before downloading
+
+
+#: what to know about each family (the adapter and its paper are in noisesearch.core.adapters)
+FAMILY_NOTES: dict[str, str] = {
+    "sd": "Stable Diffusion 1.x/2.x (epsilon or v-prediction)",
+    "sdxl": "SDXL and fine-tunes (DreamShaper-XL)",
+    "sd-turbo": "distilled: 1-4 steps, no CFG",
+    "sdxl-turbo": "distilled: 1-4 steps, no CFG",
+    "dreamshaper-xl-turbo": "4-8 steps; its DPM++ SDE sampler is stochastic: use euler or dpm++2m",
+    "sd3": "rectified flow, MMDiT, CLIP-L + CLIP-G + T5",
+    "sd3-turbo": "SD 3.5 Large Turbo: 4 steps, no CFG",
+    "flux": "rectified flow, packed latents, embedded guidance (one row per candidate)",
+    "flux-schnell": "distilled: 1-4 steps, no guidance",
+    "pixart-sigma": "DiT with learned sigma, T5; no resolution binning",
+    "hunyuan-dit": "DiT with learned sigma, BERT + mT5; no resolution binning",
+    "toyworld": "the embedded default",
+    "tiny-random": "random weights, for tests",
+}
+
+#: supported families with example checkpoints (diffusers-format repositories)
+CATALOG: tuple[CatalogEntry, ...] = (
+    CatalogEntry("sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", "StableDiffusionPipeline"),
+    CatalogEntry("sd", "stabilityai/stable-diffusion-2-1", "StableDiffusionPipeline"),
+    CatalogEntry("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline"),
+    CatalogEntry("sdxl", "Lykon/dreamshaper-xl-1-0", "StableDiffusionXLPipeline"),
+    CatalogEntry("sd-turbo", "stabilityai/sd-turbo", "StableDiffusionPipeline"),
+    CatalogEntry("sdxl-turbo", "stabilityai/sdxl-turbo", "StableDiffusionXLPipeline"),
+    CatalogEntry("dreamshaper-xl-turbo", "Lykon/dreamshaper-xl-v2-turbo", "StableDiffusionXLPipeline"),
+    CatalogEntry("sd3", "stabilityai/stable-diffusion-3-medium-diffusers", "StableDiffusion3Pipeline", gated=True),
+    CatalogEntry("sd3", "stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", gated=True),
+    CatalogEntry("sd3", "stabilityai/stable-diffusion-3.5-large", "StableDiffusion3Pipeline", gated=True),
+    CatalogEntry("sd3-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", "StableDiffusion3Pipeline", gated=True),
+    CatalogEntry("flux", "black-forest-labs/FLUX.1-dev", "FluxPipeline", gated=True),
+    CatalogEntry("flux-schnell", "black-forest-labs/FLUX.1-schnell", "FluxPipeline"),
+    CatalogEntry("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "PixArtSigmaPipeline"),
+    CatalogEntry("hunyuan-dit", "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers", "HunyuanDiTPipeline"),
+)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A checkpoint and what the local cache holds of it."""
+
+    entry: CatalogEntry
+    status: str  # "cached" | "partial" (components missing) | "missing" | "built-in"
+    snapshot: str | None = None  # snapshot folder in the cache (the newest with a model_index.json)
+    size_bytes: int = 0  # bytes the repository takes in the cache
+    missing: tuple[str, ...] = ()  # pipeline components model_index.json names but the snapshot lacks
+
+    @property
+    def found(self) -> bool:
+        return self.status in ("cached", "built-in")
+
+
+def _components(model_index: dict) -> list[str]:
+    # model_index.json: {"_class_name": ..., "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null]}
+    return [k for k, v in model_index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
+
+
+def _inspect_repo(repo: object) -> tuple[str | None, dict | None, tuple[str, ...]]:
+    """(snapshot path, model_index.json, missing components) of the newest snapshot with a model index."""
+    revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)  # type: ignore[attr-defined]
+    for rev in revisions:
+        snapshot = Path(rev.snapshot_path)
+        index_file = snapshot / "model_index.json"
+        if not index_file.is_file():
+            continue
+        try:
+            index = json.loads(index_file.read_text())
+        except (OSError, ValueError):
+            continue
+        present = {Path(f.file_path).relative_to(snapshot).parts[0] for f in rev.files}
+        missing = tuple(c for c in _components(index) if c not in present)
+        return str(snapshot), index, missing
+    return None, None, ()
+
+
+def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
+    """Every catalog checkpoint with its local status, then any other cached pipeline of a
+    supported class, then the built-in models. ``cache_dir``: the hub cache folder (default: the
+    one huggingface_hub uses, from ``HF_HUB_CACHE`` / ``HF_HOME``). Reads the disk only."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = {r.repo_id: r for r in scan_cache_dir(cache_dir).repos if r.repo_type == "model"}
+    except CacheNotFound:
+        repos = {}
+
+    out: list[ModelStatus] = []
+    for entry in CATALOG:
+        repo = repos.get(entry.hub_id)
+        if repo is None:
+            out.append(ModelStatus(entry, "missing"))
+            continue
+        snapshot, _, missing = _inspect_repo(repo)
+        status = "missing" if snapshot is None else ("partial" if missing else "cached")
+        out.append(ModelStatus(entry, status, snapshot, int(repo.size_on_disk), missing))
+
+    # cached diffusers pipelines the catalog does not name, if noisesearch can run their class
+    named = {e.hub_id for e in CATALOG}
+    for repo_id in sorted(set(repos) - named):
+        snapshot, index, missing = _inspect_repo(repos[repo_id])
+        cls = (index or {}).get("_class_name")
+        if snapshot is None or cls not in ADAPTERS:
+            continue
+        family = _family_from_index(repo_id, cls, snapshot)
+        entry = CatalogEntry(family, repo_id, cls)
+        out.append(ModelStatus(entry, "partial" if missing else "cached", snapshot, int(repos[repo_id].size_on_disk), missing))
+
+    out.append(ModelStatus(CatalogEntry("toyworld", "toyworld", "StableDiffusionPipeline"), "built-in"))
+    for name, builder in TINY_RANDOM_MODELS.items():
+        out.append(ModelStatus(CatalogEntry("tiny-random", name, builder), "built-in"))
+    return out
+
+
+def _family_from_index(repo_id: str, pipeline_class: str, snapshot: str) -> str:
+    """The family :func:`noisesearch.models.detect_family` gives on loading, from files alone."""
+    guidance_embeds = None
+    if pipeline_class == "FluxPipeline":
+        try:
+            cfg = json.loads((Path(snapshot) / "transformer" / "config.json").read_text())
+            guidance_embeds = bool(cfg.get("guidance_embeds", False))
+        except (OSError, ValueError):
+            pass
+    return detect_family(repo_id, pipeline_class, guidance_embeds)
