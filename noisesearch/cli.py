@@ -71,8 +71,9 @@ def _install_sigterm_as_interrupt() -> None:
         pass
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
+    ctx: typer.Context,
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Text prompt.")] = None,
     prompts_file: Annotated[
         Optional[Path], typer.Option(help="TXT file (one prompt per line) or CSV with a 'prompt' column.")
@@ -100,8 +101,15 @@ def run(
     max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
     top_k: Annotated[int, typer.Option(help="Number of best images to save.")] = 1,
     compile: Annotated[bool, typer.Option(help="torch.compile the denoiser with CUDA graphs (GPU only).")] = False,
+    strategy_config: Annotated[
+        Optional[Path], typer.Option(help="TOML file of strategy hyperparameters (flags below override it).")
+    ] = None,
 ) -> None:
-    """Search the initial noise for one prompt (or a file of prompts); write images and report.json."""
+    """Search the initial noise for one prompt (or a file of prompts); write images and report.json.
+
+    Strategy hyperparameters are extra flags, e.g. `--strategy zero-order --zo-neighbors 4`;
+    `noisesearch strategies` lists each strategy's flags.
+    """
     try:
         prompts = read_prompts(prompt, prompts_file)
         if top_k < 1:
@@ -129,7 +137,12 @@ def run(
         _ensure_registrations()
         if verifier is not None and verifier not in available_verifiers():
             raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(available_verifiers())}")
+        from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
+
         resolve_strategy(strategy, {})
+        strategy_options = load_strategy_file(strategy, strategy_config) if strategy_config else {}
+        strategy_options.update(parse_strategy_args(strategy, ctx.args))
+        resolve_strategy(strategy, strategy_options)  # validates values before any loading
         from noisesearch.core.schedule import SOLVERS
 
         if scheduler is not None and scheduler not in SOLVERS:
@@ -141,7 +154,7 @@ def run(
         from noisesearch.api import budget_from
 
         budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
-        strat = resolve_strategy(strategy, {})
+        strat = resolve_strategy(strategy, strategy_options)
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
     except (ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))
@@ -208,9 +221,11 @@ def strategies() -> None:
     from noisesearch.strategies import available_strategies
 
     _ensure_registrations()
-    table = Table("strategy", "description")
+    from noisesearch.strategies.base import _STRATEGIES
+
+    table = Table("strategy", "description", "flags for `noisesearch run`")
     for name, desc in available_strategies().items():
-        table.add_row(name, desc)
+        table.add_row(name, desc, ", ".join(getattr(_STRATEGIES[name], "cli_options", {})) or "-")
     console.print(table)
 
 

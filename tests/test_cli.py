@@ -106,3 +106,28 @@ def test_run_with_a_prompts_file_on_a_tiny_pipeline(tmp_path):
     reports = sorted(out.glob("*/report.json"))
     assert len(reports) == 2
     assert json.loads(reports[1].read_text())["prompt"] == "two blue squares"
+
+
+def test_strategy_flags_are_validated(out):
+    assert_user_error(
+        invoke("run", "--prompt", "a red circle", "--strategy", "zero-order", "--zo-neighbours", "3", "--out", out),
+        "unknown option '--zo-neighbours' for strategy 'zero-order'; it accepts:",
+    )
+    assert_user_error(
+        invoke("run", "--prompt", "a red circle", "--strategy", "zero-order", "--zo-neighbors", "x", "--out", out),
+        "needs a int",
+    )
+
+
+def test_strategy_flags_and_config_file_reach_the_strategy(tmp_path):
+    from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
+
+    assert parse_strategy_args("zero-order", ["--zo-neighbors", "4", "--zo-no-restart", "--zo-cosine=0.9"]) == {
+        "neighbors": 4, "restart": False, "cosine": 0.9,
+    }
+    cfg = tmp_path / "zo.toml"
+    cfg.write_text("[strategy.zero-order]\nneighbors = 3\n")
+    assert load_strategy_file("zero-order", cfg) == {"neighbors": 3}
+    cfg.write_text("neighbours = 3\n")
+    with pytest.raises(ValueError, match="has no option neighbours"):
+        load_strategy_file("zero-order", cfg)
