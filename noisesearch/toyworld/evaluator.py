@@ -47,7 +47,7 @@ from noisesearch.toyworld.scenes import BACKGROUND, COLORS, shape_mask
 #: coverage at which a pixel counts as part of an object (half-coverage contour)
 FOREGROUND_COVERAGE: float = 0.5
 #: largest unmixing residual (RGB distance) for a pixel to be explained by a palette colour
-RESIDUAL_TOL: float = 0.2
+RESIDUAL_TOL: float = 0.25
 #: an unexplained pixel at least this far (RGB distance) from the background is foreground too, so
 #: an off-palette blob still counts as an object (palette colours are 0.8-1.1 from the background)
 OFF_PALETTE_DIST: float = 0.4
@@ -55,7 +55,7 @@ OFF_PALETTE_DIST: float = 0.4
 #: sampled object, a triangle of size 0.22, covers 2.4% = 25 px)
 MIN_AREA_FRAC: float = 0.012
 #: share of a component's colour votes the majority colour needs for the component to be one object
-DOMINANT_SHARE: float = 0.7
+DOMINANT_SHARE: float = 0.6
 #: an object owns the background pixels within this distance (pixels at 32x32, scaled with the
 #: size) that are nearer to it than to any other object: its soft, blurred rim
 RIM_PX: float = 3.0

@@ -87,6 +87,7 @@ class TrainConfig:
     augment_p: float = 0.8  # probability that a training image is augmented
     hard_p: float = 0.75  # toyrelation: chance that a negative caption comes from the own group
     aux_weight: float = 0.5  # toyrelation: weight of the per-cell colour/shape loss on the grid tokens
+    ground_weight: float = 1.0  # toyrelation: weight of the word-grounding loss (see grounding_targets)
     negatives_per_image: int = 1  # toyrelation: negative captions per image (positives weighted to balance)
     # relative frequency of the prompt categories (shape, color_binding, spatial, counting)
     category_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -175,6 +176,8 @@ class Batch:
     kind: list[str]  # N: "positive" for a group's prompt, else the negative type it was made by
     match: torch.Tensor  # [N, N] bool: caption i describes image j
     layout: torch.Tensor  # [N, 2, 8, 8] long: colour / shape class of each grid cell (0 = background)
+    specs: list[PromptSpec]  # N, the spec of each image
+    scenes: list[scenes.Scene]  # N, the scene of each image
 
 
 def _scene_key(scene: scenes.Scene) -> tuple:
@@ -219,7 +222,8 @@ def sample_batch(rng: np.random.Generator, groups: int, split: str = "train",
             match[i, j] = grammar.satisfies_spec(scene_list[j], sp)
     assert bool(match.diagonal().all()), "a sampled scene does not satisfy its own spec"
     layout = torch.from_numpy(np.stack([grid_layout(s) for s in scene_list]))
-    return Batch(images, [grammar.caption(s) for s in specs], torch.tensor(group), kind, match, layout)
+    return Batch(images, [grammar.caption(s) for s in specs], torch.tensor(group), kind, match, layout,
+                 specs, scene_list)
 
 
 _COLOR_CLASS = {c: i + 1 for i, c in enumerate(scenes.COLORS)}
@@ -332,13 +336,58 @@ class GridProbe(torch.nn.Module):
         return c + s
 
 
+def grounding_targets(batch: Batch, tokens: torch.Tensor, tokenizer: WordTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each word points, for a caption paired with its own image: the colour and shape words
+    of a single object -> that object's centroid, in [-1, 1]² (x right, y down).
+
+    Returns (targets [N, L, 2], mask [N, L] bool). Counting captions (several instances) and the
+    other words are masked out.
+    """
+    n, length = tokens.shape
+    target = torch.zeros(n, length, 2)
+    mask = torch.zeros(n, length, dtype=torch.bool)
+    ids = tokens.tolist()
+    for i, (spec, scene) in enumerate(zip(batch.specs, batch.scenes)):
+        for o in spec.objects:
+            if o.count != 1:
+                continue
+            obj = next(x for x in scene.objects if (x.color, x.shape) == (o.color, o.shape))
+            xy = torch.tensor(obj.centroid) * 2 - 1
+            for word in (o.color, o.shape):
+                wid = tokenizer.index.get(word)
+                for pos, t in enumerate(ids[i]):
+                    if t == wid:
+                        target[i, pos], mask[i, pos] = xy, True
+    return target, mask
+
+
+class GroundingProbe(torch.nn.Module):
+    """Training-only head: the image position a word refers to, read from the text states after
+    ``layer`` blocks (not shipped). Teaches the cross-attention to find the mentioned object and
+    leaves the later blocks to compare positions."""
+
+    def __init__(self, width: int, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.ln = torch.nn.LayerNorm(width)
+        self.xy = torch.nn.Linear(width, 2)
+
+    def forward(self, states: list[torch.Tensor], target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pred = self.xy(self.ln(states[self.layer]))  # [N, L, 2]
+        if not mask.any():
+            return pred.sum() * 0.0
+        return F.mse_loss(pred[mask], target[mask])
+
+
 def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Tensor, batch: Batch,
-                  rng: np.random.Generator, cfg: TrainConfig,
-                  probe: GridProbe | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                  rng: np.random.Generator, cfg: TrainConfig, probe: GridProbe | None = None,
+                  ground: GroundingProbe | None = None,
+                  tokenizer: WordTokenizer | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Balanced BCE over N positive pairs (image, own caption) and k·N negatives (k per image:
     from the own group with probability ``hard_p``, picked by ``negative_type_weights``, else from
     the batch), plus ``aux_weight`` × the grid probe's per-cell colour/shape cross-entropy (dense
-    supervision that makes the grid tokens say what is where early in training)."""
+    supervision that makes the grid tokens say what is where early in training), plus
+    ``ground_weight`` × the grounding probe's loss on the positive pairs."""
     n, k = images.shape[0], cfg.negatives_per_image
     group = batch.group.numpy()
     match = batch.match.numpy()
@@ -362,11 +411,16 @@ def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Ten
     labels = torch.cat([torch.ones(n), torch.zeros(k * n)])
     weights = torch.cat([torch.full((n,), 0.5 / n), torch.full((k * n,), 0.5 / (k * n))])  # balanced
     grid = model.encode_images(images)
-    logits = model.pair_logits(grid, tokens[cap_index], img_index)
+    states: list[torch.Tensor] = []
+    logits = model.pair_logits(grid, tokens[cap_index], img_index, states)
     bce = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).sum()
-    aux_weight = cfg.aux_weight
-    aux = probe(grid, batch.layout) if probe is not None and aux_weight > 0 else torch.zeros(())
-    return bce + aux_weight * aux, {"bce": bce.item(), "aux": aux.item()}
+    aux = probe(grid, batch.layout) if probe is not None and cfg.aux_weight > 0 else torch.zeros(())
+    gnd = torch.zeros(())
+    if ground is not None and cfg.ground_weight > 0:
+        target, mask = grounding_targets(batch, tokens, tokenizer)
+        gnd = ground([st[:n] for st in states], target, mask)  # the first n pairs are the positives
+    loss = bce + cfg.aux_weight * aux + cfg.ground_weight * gnd
+    return loss, {"bce": bce.item(), "aux": aux.item(), "ground": gnd.item()}
 
 
 def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer, dict]:
@@ -377,8 +431,11 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
     tokenizer = world_tokenizer()
     model, mcfg = build(kind, tokenizer)
     model.train()
-    probe = GridProbe(mcfg.width) if kind == "toyrelation" else None
-    params = list(model.named_parameters()) + (list(probe.named_parameters()) if probe is not None else [])
+    probes = torch.nn.ModuleDict()
+    if kind == "toyrelation":
+        probes["grid"] = GridProbe(mcfg.width)
+        probes["ground"] = GroundingProbe(mcfg.width, layer=max(mcfg.text_layers - 2, 0))
+    params = list(model.named_parameters()) + list(probes.named_parameters())
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -396,7 +453,8 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
         if kind == "toyclip":
             loss, parts = clip_loss(model, images, tokens, batch.match)
         else:
-            loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probe)
+            loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probes["grid"], probes["ground"],
+                                        tokenizer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)

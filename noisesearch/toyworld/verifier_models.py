@@ -231,13 +231,17 @@ class ToyRelationNet(nn.Module):
         x = x.flatten(2).transpose(1, 2) + pos.flatten(0, 1)  # [N, 64, W]
         return self.image_ln(self.image_encoder(x))
 
-    def pair_logits(self, image_tokens: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    def pair_logits(self, image_tokens: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor,
+                    states: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits [P] of pairs (image ``image_index[p]``, caption ``tokens[p]``); image keys and
-        values are computed once per image and gathered per pair."""
+        values are computed once per image and gathered per pair. If ``states`` is a list, the
+        text states [P, L, W] after each block are appended to it (for training losses)."""
         pad = tokens == 0
         t = self.token_embedding(tokens) + self.positional_embedding  # [P, L, W]
         for block in self.blocks:
             t = block(t, block.memory(image_tokens)[image_index], pad)
+            if states is not None:
+                states.append(t)
         # mean over the caption's tokens (<sot> .. <eot>): every word has a direct path to the head
         keep = (~pad).unsqueeze(-1).to(t.dtype)
         pooled = (self.ln_final(t) * keep).sum(1) / keep.sum(1)
