@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from noisesearch.models import ADAPTERS, TINY_RANDOM_MODELS, detect_family
+
+if TYPE_CHECKING:
+    from huggingface_hub import CachedRepoInfo
 
 
 @dataclass(frozen=True)
@@ -77,15 +81,37 @@ class ModelStatus:
         return self.status in ("cached", "built-in")
 
 
-def _components(model_index: dict) -> list[str]:
-    # model_index.json: {"_class_name": ..., "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null]}
-    return [k for k, v in model_index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
+#: component classes that carry no weights (everything else needs a .safetensors / .bin file)
+_WEIGHTLESS = ("Tokenizer", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
-def _inspect_repo(repo: object) -> tuple[str | None, dict | None, tuple[str, ...]]:
+def _missing_components(model_index: dict[str, Any], snapshot: Path, files: list[Path]) -> tuple[str, ...]:
+    """Components model_index.json names that the snapshot lacks, or whose weights it lacks.
+
+    model_index.json maps component -> [library, class], e.g. "vae": ["diffusers", "AutoencoderKL"];
+    optional components are [null, null].
+    """
+    present: dict[str, list[str]] = {}
+    for f in files:
+        parts = f.relative_to(snapshot).parts
+        if len(parts) > 1:
+            present.setdefault(parts[0], []).append(parts[-1])
+    missing = []
+    for name, spec in model_index.items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[0] is None:
+            continue
+        names = present.get(name)
+        if not names:
+            missing.append(name)
+        elif not any(w in str(spec[1]) for w in _WEIGHTLESS) and not any(n.endswith(_WEIGHT_SUFFIXES) for n in names):
+            missing.append(f"{name} weights")
+    return tuple(missing)
+
+
+def _inspect_repo(repo: CachedRepoInfo) -> tuple[str | None, dict[str, Any] | None, tuple[str, ...]]:
     """(snapshot path, model_index.json, missing components) of the newest snapshot with a model index."""
-    revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)  # type: ignore[attr-defined]
-    for rev in revisions:
+    for rev in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
         snapshot = Path(rev.snapshot_path)
         index_file = snapshot / "model_index.json"
         if not index_file.is_file():
@@ -94,9 +120,7 @@ def _inspect_repo(repo: object) -> tuple[str | None, dict | None, tuple[str, ...
             index = json.loads(index_file.read_text())
         except (OSError, ValueError):
             continue
-        present = {Path(f.file_path).relative_to(snapshot).parts[0] for f in rev.files}
-        missing = tuple(c for c in _components(index) if c not in present)
-        return str(snapshot), index, missing
+        return str(snapshot), index, _missing_components(index, snapshot, [Path(f.file_path) for f in rev.files])
     return None, None, ()
 
 
@@ -131,7 +155,8 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
             continue
         family = _family_from_index(repo_id, cls, snapshot)
         entry = CatalogEntry(family, repo_id, cls)
-        out.append(ModelStatus(entry, "partial" if missing else "cached", snapshot, int(repos[repo_id].size_on_disk), missing))
+        status = "partial" if missing else "cached"
+        out.append(ModelStatus(entry, status, snapshot, int(repos[repo_id].size_on_disk), missing))
 
     out.append(ModelStatus(CatalogEntry("toyworld", "toyworld", "StableDiffusionPipeline"), "built-in"))
     for name, builder in TINY_RANDOM_MODELS.items():

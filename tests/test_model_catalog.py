@@ -29,13 +29,17 @@ def _fake_repo(cache: Path, repo_id: str, index: dict, files: dict[str, dict]) -
 def cache(tmp_path):
     cache = tmp_path / "hub"
     sdxl_turbo = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-                  "vae": ["diffusers", "AutoencoderKL"], "feature_extractor": [None, None]}
-    _fake_repo(cache, "stabilityai/sdxl-turbo", sdxl_turbo, {"unet/config.json": {}, "vae/config.json": {}})
+                  "vae": ["diffusers", "AutoencoderKL"], "feature_extractor": [None, None],
+                  "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"]}  # weightless
+    weights = "diffusion_pytorch_model.safetensors"
+    files = {f"unet/{weights}": {}, f"vae/{weights}": {}, "scheduler/scheduler_config.json": {}}
+    _fake_repo(cache, "stabilityai/sdxl-turbo", sdxl_turbo, files)
     flux = {"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
             "vae": ["diffusers", "AutoencoderKL"], "text_encoder_2": ["transformers", "T5EncoderModel"]}
-    _fake_repo(cache, "black-forest-labs/FLUX.1-dev", flux, {"vae/config.json": {}})  # transformer, T5 missing
-    _fake_repo(cache, "someone/flux-fast", flux, {k + "/config.json": {"guidance_embeds": False}
-                                                  for k in ("transformer", "vae", "text_encoder_2")})
+    # an interrupted download: no transformer, a T5 config without its weights
+    _fake_repo(cache, "black-forest-labs/FLUX.1-dev", flux, {f"vae/{weights}": {}, "text_encoder_2/config.json": {}})
+    complete = {f"{k}/{weights}": {} for k in ("transformer", "vae", "text_encoder_2")}
+    _fake_repo(cache, "someone/flux-fast", flux, {**complete, "transformer/config.json": {"guidance_embeds": False}})
     _fake_repo(cache, "someone/kandinsky", {"_class_name": "KandinskyPipeline"}, {})
     return cache
 
@@ -52,7 +56,7 @@ def test_list_models_reads_the_cache(cache):
     assert by_id["stabilityai/sdxl-turbo"].status == "cached"
     assert by_id["stabilityai/sdxl-turbo"].snapshot.endswith("0123456789abcdef0123456789abcdef01234567")
     dev = by_id["black-forest-labs/FLUX.1-dev"]
-    assert dev.status == "partial" and set(dev.missing) == {"transformer", "text_encoder_2"}
+    assert dev.status == "partial" and set(dev.missing) == {"transformer", "text_encoder_2 weights"}
     assert by_id["stabilityai/stable-diffusion-xl-base-1.0"].status == "missing"
     # a cached pipeline the catalog does not name is listed when its class is supported
     assert by_id["someone/flux-fast"].status == "cached"

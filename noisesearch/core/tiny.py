@@ -306,7 +306,12 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> Any:
         axes_dims_rope=(4, 6, 6),  # sums to the head dim
     ).eval()
     scheduler = FlowMatchEulerDiscreteScheduler(  # FLUX.1's scheduler config
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
     )
     pipe = FluxPipeline(
         scheduler=scheduler,

@@ -67,7 +67,8 @@ class FluxAdapter:
         f = self.vae_scale_factor * 2
         if height % f or width % f:
             raise ValueError(f"height and width must be multiples of {f} for this model, got {height}x{width}")
-        return (self.transformer.config.in_channels // 4, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        f = self.vae_scale_factor
+        return (self.transformer.config.in_channels // 4, height // f, width // f)
 
     def set_timesteps_kwargs(self, num_steps: int, height: int, width: int) -> dict[str, Any]:
         """The FLUX pipeline's grid: ``sigmas = linspace(1, 1/n, n)`` and shift ``mu`` from the token count."""
@@ -138,7 +139,8 @@ class FluxAdapter:
             return_dict=False,
         )[0]
         # back to [R, C, h, w]; _unpack_latents takes the pixel size
-        return self.pipe._unpack_latents(out, h * self.vae_scale_factor, w * self.vae_scale_factor, self.vae_scale_factor)
+        f = self.vae_scale_factor
+        return self.pipe._unpack_latents(out, h * f, w * f, f)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return decode_latents(self.vae, latents, self.dtype)

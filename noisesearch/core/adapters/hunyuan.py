@@ -40,7 +40,8 @@ class HunyuanDiTAdapter:
         self.dtype = self.transformer.dtype
         self.scheduler_config = dict(pipe.scheduler.config)
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
-        self.info = info or ModelInfo(name=type(pipe).__name__, family="hunyuan-dit", pipeline_class=type(pipe).__name__)
+        cls = type(pipe).__name__
+        self.info = info or ModelInfo(name=cls, family="hunyuan-dit", pipeline_class=cls)
         self._rotary: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property

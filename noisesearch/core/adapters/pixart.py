@@ -41,7 +41,8 @@ class PixArtSigmaAdapter:
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.max_sequence_length = max_sequence_length
         self.clean_caption = clean_caption
-        self.info = info or ModelInfo(name=type(pipe).__name__, family="pixart-sigma", pipeline_class=type(pipe).__name__)
+        cls = type(pipe).__name__
+        self.info = info or ModelInfo(name=cls, family="pixart-sigma", pipeline_class=cls)
 
     @property
     def vae_scale_factor(self) -> int:
