@@ -29,7 +29,10 @@ model, strategy, search verifier, budget, seed, prompt, is dealt round-robin: ro
 i mod N, so every process gets about the same mix of budgets. Each process appends to its own
 shard; after a barrier (``accelerate.PartialState().wait_for_everyone()``) process 0 merges the
 shards into ``results.jsonl``. A sweep can be resumed with a different number of processes: done
-keys are read from every shard.
+keys are read from every shard. Launch two processes with ``accelerate launch --multi_gpu
+--num_processes 2 -m noisesearch sweep ...`` or ``torchrun --nproc_per_node 2 -m noisesearch sweep
+...``; without GPUs they form a gloo group on the CPU (accelerate 1.x's ``--cpu`` flag starts a
+single process unless MPI is set up, and that process then simply runs the whole sweep).
 """
 
 from __future__ import annotations

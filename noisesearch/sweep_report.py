@@ -80,13 +80,33 @@ def _ordered(values: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _axes(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+def _axes(rows: Sequence[dict[str, Any]], config: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+    """Values of each sweep axis present in ``rows``, in the config's order where it is known."""
+    order: dict[str, list[Any]] = {}
+    if config:
+        from noisesearch.sweep import SweepConfig
+
+        try:
+            cfg = SweepConfig.from_dict(config)
+            order = {
+                "models": list(cfg.models),
+                "strategies": [s.display for s in cfg.strategies],
+                "search_verifiers": list(cfg.search_verifiers),
+                "evals": list(cfg.eval_verifiers),
+            }
+        except ValueError:  # a config from another version: fall back to the rows' order
+            order = {}
+
+    def axis(name: str, values: Iterable[Any]) -> list[Any]:
+        present = _ordered(values)
+        return [v for v in order.get(name, []) if v in present] + [v for v in present if v not in order.get(name, [])]
+
     return {
-        "models": _ordered(r["model"] for r in rows),
-        "strategies": _ordered(r["strategy"] for r in rows),
-        "search_verifiers": _ordered(r["search_verifier"] for r in rows),
+        "models": axis("models", (r["model"] for r in rows)),
+        "strategies": axis("strategies", (r["strategy"] for r in rows)),
+        "search_verifiers": axis("search_verifiers", (r["search_verifier"] for r in rows)),
         "budgets": sorted({r["budget_nfe"] for r in rows}),
-        "evals": _ordered(k for r in rows for k in (r.get("eval") or {})),
+        "evals": axis("evals", (k for r in rows for k in (r.get("eval") or {}))),
         "categories": sorted({r["category"] for r in rows if r.get("category")}),
     }
 
@@ -98,7 +118,7 @@ def _stat(rows: Iterable[dict[str, Any]], metric: str) -> Stat | None:
 # ------------------------------------------------------------------------------------ plots
 
 
-def scaling_plot(rows: Sequence[dict[str, Any]], model: str, path: Path) -> Path:
+def scaling_plot(rows: Sequence[dict[str, Any]], model: str, path: Path, config: dict[str, Any] | None = None) -> Path:
     """Score vs NFE for one model: a panel per search verifier (search score) and per eval metric."""
     import matplotlib
 
@@ -107,7 +127,7 @@ def scaling_plot(rows: Sequence[dict[str, Any]], model: str, path: Path) -> Path
     from matplotlib.ticker import FixedLocator, NullLocator
 
     rows = [r for r in rows if r["model"] == model]
-    ax_info = _axes(rows)
+    ax_info = _axes(rows, config)
     panels = [("search_score", v) for v in ax_info["search_verifiers"]] + [(e, None) for e in ax_info["evals"]]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
@@ -165,7 +185,7 @@ table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}
 img.plot{max-width:100%;border:1px solid #ddd}
-.grid td{vertical-align:top;text-align:center}
+.grid td{vertical-align:top;text-align:center}.grid td.l{text-align:left}
 .grid img{image-rendering:pixelated;display:block;margin:auto}
 .cap{font-size:11px;color:#444}.ok{color:#080;font-weight:bold}.no{color:#b00;font-weight:bold}
 pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}
@@ -315,9 +335,10 @@ def write_report(
     rows, final = read_results(results)
     out = Path(out_dir) if out_dir is not None else results
     out.mkdir(parents=True, exist_ok=True)
-    axes = _axes(rows)
+    config = json.loads((results / CONFIG_FILE).read_text())["config"] if (results / CONFIG_FILE).exists() else None
+    axes = _axes(rows, config)
 
-    plots = tuple(scaling_plot(rows, m, out / "plots" / f"scaling_{slug(m, 60)}.png") for m in axes["models"])
+    plots = tuple(scaling_plot(rows, m, out / "plots" / f"scaling_{slug(m, 60)}.png", config) for m in axes["models"])
     used = {r["image"] for r in rows if r.get("image")}
     if embed is None:
         total = sum((results / u).stat().st_size for u in used if (results / u).exists())
@@ -325,10 +346,8 @@ def write_report(
     images = _Images(results, out, embed)
     plot_images = _Images(out, out, True)  # plots are small: always embedded
 
-    config_text = ""
-    if (results / CONFIG_FILE).exists():
-        config_text = json.dumps(json.loads((results / CONFIG_FILE).read_text())["config"], indent=2)
-    name = json.loads(config_text).get("name", "sweep") if config_text else "sweep"
+    config_text = json.dumps(config, indent=2) if config else ""
+    name = str(config.get("name", "sweep")) if config else "sweep"
 
     body = [
         f"<h1>{_e(name)}: noise-search sweep</h1>",

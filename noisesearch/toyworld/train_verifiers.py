@@ -434,7 +434,7 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
     probes = torch.nn.ModuleDict()
     if kind == "toyrelation":
         probes["grid"] = GridProbe(mcfg.width)
-        probes["ground"] = GroundingProbe(mcfg.width, layer=max(mcfg.text_layers - 2, 0))
+        probes["ground"] = GroundingProbe(mcfg.width, layer=0)  # after the first block
     params = list(model.named_parameters()) + list(probes.named_parameters())
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]

@@ -7,7 +7,7 @@ Two verifiers of different kinds, both trained by :mod:`noisesearch.toyworld.tra
   :class:`~noisesearch.verifiers.clip.CLIPScoreVerifier` as real CLIP checkpoints.
 - ``toyrelation``: a structured matcher: a CNN turns the image into an 8×8 grid of tokens with
   2-D positional embeddings; the caption's words (own embedding) self-attend and cross-attend to
-  the grid; a head on the first-token state gives a match logit. Trained as balanced binary
+  the grid; a head on the pooled token states gives a match logit. Trained as balanced binary
   classification of matching vs hard-negative (caption, image) pairs.
 
 Neither reads the ground-truth evaluator: they learn from rendered scenes and captions only.
@@ -183,8 +183,8 @@ class ToyRelationNet(nn.Module):
     1. CNN: [N, 3, 32, 32] -> [N, W, 8, 8] -> 64 tokens, plus learned row and column embeddings.
     2. ``image_layers`` transformer layers over the grid.
     3. Caption tokens (own embedding + position) pass ``text_layers`` blocks of self-attention and
-       cross-attention to the grid; the mean of the caption's token states goes through an MLP to
-       one logit.
+       cross-attention to the grid; the mean of the caption's token states plus a linear map of
+       all token slots (a positional readout) goes through an MLP to one logit.
     """
 
     def __init__(self, cfg: ToyRelationConfig) -> None:
@@ -217,7 +217,10 @@ class ToyRelationNet(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn(cfg.context_length, cfg.width) * 0.02)
         self.blocks = nn.ModuleList(_CrossBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.text_layers))
         self.ln_final = nn.LayerNorm(cfg.width)
-        self.head = nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
+        # positional readout: captions are short and rigid ("A rel B"), so a linear map of the
+        # concatenated token states can compare what the words for A and B found, slot by slot
+        self.slots = nn.Linear(cfg.context_length * cfg.width, cfg.width)
+        self.head = nn.Sequential(nn.GELU(), nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
         self.register_buffer("mean", torch.tensor(TOY_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(TOY_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -242,9 +245,10 @@ class ToyRelationNet(nn.Module):
             t = block(t, block.memory(image_tokens)[image_index], pad)
             if states is not None:
                 states.append(t)
-        # mean over the caption's tokens (<sot> .. <eot>): every word has a direct path to the head
+        # readout: the mean over the caption's tokens plus a linear map of all token slots
         keep = (~pad).unsqueeze(-1).to(t.dtype)
-        pooled = (self.ln_final(t) * keep).sum(1) / keep.sum(1)
+        t = self.ln_final(t) * keep  # [P, L, W], pads zeroed
+        pooled = t.sum(1) / keep.sum(1) + self.slots(t.flatten(1))
         return self.head(pooled).squeeze(-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ shard, and rank 0 merges after a barrier into the same results as a single proce
 
 The default test starts the two ranks from a forkserver with torchrun's environment variables
 (RANK, WORLD_SIZE, MASTER_ADDR, ...), so ``accelerate.PartialState`` builds a real gloo group in
-seconds; the slow test runs ``accelerate launch --num_processes 2 --cpu -m noisesearch sweep``.
+seconds; the slow test runs ``accelerate launch --multi_gpu --num_processes 2 -m noisesearch sweep`` on
+the CPU (accelerate's ``--cpu`` flag launches a single process without MPI).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def test_accelerate_launch_two_cpu_processes(reference, tmp_path: Path) -> None:
         "HF_HOME": str(tmp_path / "hf"),  # no user accelerate config file
     }
     cmd = [
-        launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+        # accelerate 1.x runs `--cpu` as ONE process unless MPI is set up; its torchrun-based launcher
+        # (--multi_gpu) starts two, and with no GPU the sweep joins them in a gloo group
+        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_port", str(free_port()),
         "-m", "noisesearch", "sweep", str(config), "--out", str(out),
     ]
