@@ -31,11 +31,17 @@ VERIFIERS = ("toyclip", "toyrelation")
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     prompts = grammar.heldout_prompts()
-    if args.quick:
+    per_category = args.quick_per_category if args.quick else args.per_category
+    if per_category:
         by_cat: dict[str, list] = defaultdict(list)
         for c, p in prompts:
             by_cat[c].append((c, p))
-        prompts = [x for c in sorted(by_cat) for x in by_cat[c][: args.quick_per_category]]
+        # evenly spaced within each category, so every object pair and relation is represented
+        prompts = [
+            by_cat[c][int(i * len(by_cat[c]) / min(per_category, len(by_cat[c])))]
+            for c in sorted(by_cat)
+            for i in range(min(per_category, len(by_cat[c])))
+        ]
     elif args.limit:
         prompts = prompts[: args.limit]
     n_max = args.candidates if not args.quick else min(args.candidates, 16)
@@ -134,6 +140,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 prompts per category, 16 candidates")
     parser.add_argument("--quick-per-category", type=int, default=10)
     parser.add_argument("--limit", type=int, default=0, help="only the first N held-out prompts")
+    parser.add_argument("--per-category", type=int, default=0, help="at most N prompts per category (0: all)")
     parser.add_argument("--candidates", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)

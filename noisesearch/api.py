@@ -19,14 +19,11 @@ from noisesearch.verifiers.base import Verifier, as_verifier, load_verifier
 
 
 def _ensure_registrations() -> None:
-    # importing these modules registers their verifiers/strategies; optional parts may be absent
+    # importing these modules registers the built-in strategies and verifiers
     import noisesearch.strategies  # noqa: F401
+    from noisesearch.verifiers.base import register_builtin_verifiers
 
-    for module in ("noisesearch.verifiers.clip", "noisesearch.verifiers.toyworld", "noisesearch.verifiers.ensemble"):
-        importlib.import_module(module)
-    from noisesearch.verifiers.catalog import register_all
-
-    register_all()
+    register_builtin_verifiers()
 
 
 def resolve_verifier(verifier: str | Verifier | Callable[..., Any], device: torch.device) -> Verifier:

@@ -18,6 +18,7 @@ vocabulary travel in the file's metadata, so a file is self-contained.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -164,17 +165,23 @@ class _CrossBlock(nn.Module):
         """Keys and values of the image tokens [N, 64, 2W]: computed once per image, not per pair."""
         return self.kv(image_tokens)
 
-    def forward(self, t: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        # t: [P, L, W] text states; kv: [P, 64, 2W] per-pair image keys/values; pad: [P, L] bool
+    def forward(self, t: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor,
+                coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t: [P, L, W] text states; kv: [P, 64, 2W] per-pair image keys/values; pad: [P, L] bool;
+        coords: [64, 2] cell centres. Returns new states and, per word, where its cross-attention
+        looked: the attention-weighted mean cell position, averaged over heads [P, L, 2]."""
         h = self.ln1(t)
         t = t + self.self_attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
         q = self.q(self.ln2(t))
         k, v = kv.chunk(2, dim=-1)
         P, L, W = q.shape
         split = lambda x: x.view(P, x.shape[1], self.heads, W // self.heads).transpose(1, 2)  # noqa: E731
-        a = F.scaled_dot_product_attention(split(q), split(k), split(v))  # [P, heads, L, W/heads]
+        q, k, v = split(q), split(k), split(v)  # [P, heads, *, W/heads]
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(W // self.heads), dim=-1)  # [P, heads, L, 64]
+        a = attn @ v
         t = t + self.o(a.transpose(1, 2).reshape(P, L, W))
-        return t + self.mlp(self.ln3(t))
+        centroid = attn.mean(1) @ coords  # [P, L, 2]
+        return t + self.mlp(self.ln3(t)), centroid
 
 
 class ToyRelationNet(nn.Module):
@@ -184,7 +191,8 @@ class ToyRelationNet(nn.Module):
     2. ``image_layers`` transformer layers over the grid.
     3. Caption tokens (own embedding + position) pass ``text_layers`` blocks of self-attention and
        cross-attention to the grid; the mean of the caption's token states plus a linear map of
-       all token slots (a positional readout) goes through an MLP to one logit.
+       all token slots and of where each word's cross-attention looked (attention-weighted mean
+       cell position, per block) goes through an MLP to one logit.
     """
 
     def __init__(self, cfg: ToyRelationConfig) -> None:
@@ -218,8 +226,12 @@ class ToyRelationNet(nn.Module):
         self.blocks = nn.ModuleList(_CrossBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.text_layers))
         self.ln_final = nn.LayerNorm(cfg.width)
         # positional readout: captions are short and rigid ("A rel B"), so a linear map of the
-        # concatenated token states can compare what the words for A and B found, slot by slot
-        self.slots = nn.Linear(cfg.context_length * cfg.width, cfg.width)
+        # concatenated token states and attention centroids can compare where the words for A and
+        # B looked, slot by slot
+        self.slots = nn.Linear(cfg.context_length * (cfg.width + 2 * cfg.text_layers), cfg.width)
+        cells = (torch.arange(grid) + 0.5) / grid * 2 - 1  # cell centres in [-1, 1]
+        coords = torch.stack(torch.meshgrid(cells, cells, indexing="ij")[::-1], dim=-1)  # (x, y) per cell
+        self.register_buffer("coords", coords.reshape(-1, 2), persistent=False)  # [64, 2], row-major
         self.head = nn.Sequential(nn.GELU(), nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
         self.register_buffer("mean", torch.tensor(TOY_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(TOY_STD).view(1, 3, 1, 1), persistent=False)
@@ -235,20 +247,23 @@ class ToyRelationNet(nn.Module):
         return self.image_ln(self.image_encoder(x))
 
     def pair_logits(self, image_tokens: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor,
-                    states: list[torch.Tensor] | None = None) -> torch.Tensor:
+                    centroids: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits [P] of pairs (image ``image_index[p]``, caption ``tokens[p]``); image keys and
-        values are computed once per image and gathered per pair. If ``states`` is a list, the
-        text states [P, L, W] after each block are appended to it (for training losses)."""
+        values are computed once per image and gathered per pair. If ``centroids`` is a list, each
+        block's per-word attention centroids [P, L, 2] (x, y in [-1, 1]) are appended to it."""
         pad = tokens == 0
         t = self.token_embedding(tokens) + self.positional_embedding  # [P, L, W]
+        where = []
         for block in self.blocks:
-            t = block(t, block.memory(image_tokens)[image_index], pad)
-            if states is not None:
-                states.append(t)
+            t, c = block(t, block.memory(image_tokens)[image_index], pad, self.coords)
+            where.append(c)
+        if centroids is not None:
+            centroids.extend(where)
         # readout: the mean over the caption's tokens plus a linear map of all token slots
         keep = (~pad).unsqueeze(-1).to(t.dtype)
         t = self.ln_final(t) * keep  # [P, L, W], pads zeroed
-        pooled = t.sum(1) / keep.sum(1) + self.slots(t.flatten(1))
+        slots = torch.cat([t, *(c * keep for c in where)], dim=-1)  # [P, L, W + 2·blocks]
+        pooled = t.sum(1) / keep.sum(1) + self.slots(slots.flatten(1))
         return self.head(pooled).squeeze(-1)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -84,13 +84,33 @@ def register_verifier(name: str, description: str = "") -> Callable[[Callable[..
     return decorate
 
 
+_BUILTIN_MODULES = (
+    "noisesearch.verifiers.clip",
+    "noisesearch.verifiers.toyworld",
+    "noisesearch.verifiers.ensemble",
+)
+
+
+def register_builtin_verifiers() -> None:
+    """Imports the modules that register noisesearch's own verifiers (idempotent, cheap: no weights)."""
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    from noisesearch.verifiers.catalog import register_all
+
+    register_all()
+
+
 def available_verifiers() -> dict[str, str]:
     """Registered verifier names and their one-line descriptions."""
+    register_builtin_verifiers()
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
 def load_verifier(name: str, device: str | torch.device = "cpu", **options: object) -> Verifier:
     """Builds the registered verifier ``name``; raises ``ValueError`` listing the choices if unknown."""
+    register_builtin_verifiers()
     if name not in _REGISTRY:
         choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
         raise ValueError(f"unknown verifier {name!r}; choose one of: {choices}")

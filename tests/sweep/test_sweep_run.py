@@ -136,6 +136,7 @@ def test_ground_truth_is_an_evaluation_metric(tmp_path: Path) -> None:
         noisesearch.sweep(bad, tmp_path / "out2")
 
 
+@pytest.mark.slow  # ~20 s: builds a random-weight diffusers pipeline
 def test_a_tiny_diffusers_pipeline_runs_in_a_sweep(tmp_path: Path) -> None:
     config = write_stub_config(
         tmp_path, prompts=PROMPTS[:1], models=["tiny-random-sd"], steps=2, budgets=[4], top_k=1
