@@ -107,6 +107,15 @@ def test_sharding_by_hand_gives_the_unsharded_results(reference, tmp_path: Path)
         noisesearch.sweep(config, tmp_path / "out", rank=2, world_size=2)
 
 
+def test_a_sharded_sweep_can_be_finished_by_one_process(reference, tmp_path: Path) -> None:
+    config, _, rows = reference
+    half = noisesearch.sweep(config, tmp_path / "out", rank=0, world_size=2)
+    rest = noisesearch.sweep(config, tmp_path / "out")  # one process reads both shards' keys
+    assert rest.skipped == half.ran and rest.ran == len(rows) - half.ran
+    assert sorted(shard_keys(tmp_path / "out")) == sorted(r["key"] for r in rows)
+    assert without_timing(read_jsonl(rest.results_path)) == without_timing(rows)
+
+
 def test_extending_a_sweep_runs_only_the_new_rows(reference, tmp_path: Path) -> None:
     config, _, rows = reference
     out = copy_out(reference, tmp_path)
