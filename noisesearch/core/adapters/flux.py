@@ -27,31 +27,22 @@ import numpy as np
 import torch
 
 from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.vae import decode_latents
+from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
 
 
-class FluxAdapter:
+class FluxAdapter(TransformerPipelineAdapter):
     """FLUX.1 through a :class:`diffusers.FluxPipeline`."""
 
+    family = "flux"
     default_solver = "flow-euler"
     prediction_type = "flow"
     guidance_mode = "embedded"
 
     def __init__(self, pipe: Any, info: ModelInfo | None = None, max_sequence_length: int = 512) -> None:
         """``max_sequence_length``: T5 tokens per prompt (the pipeline's default, 512)."""
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.device = self.transformer.device
-        self.dtype = self.transformer.dtype
-        self.scheduler_config = dict(pipe.scheduler.config)
+        super().__init__(pipe, info)
         self.max_sequence_length = max_sequence_length
-        self.info = info or ModelInfo(name=type(pipe).__name__, family="flux", pipeline_class=type(pipe).__name__)
         self._image_ids: dict[tuple[int, int], torch.Tensor] = {}
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def guidance_embeds(self) -> bool:
@@ -62,13 +53,13 @@ class FluxAdapter:
         size = self.pipe.default_sample_size * self.vae_scale_factor
         return size, size
 
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        # unpacked: [C, h, w] with C = in_channels / 4 and h, w even (2x2 packing)
-        f = self.vae_scale_factor * 2
-        if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} for this model, got {height}x{width}")
-        f = self.vae_scale_factor
-        return (self.transformer.config.in_channels // 4, height // f, width // f)
+    @property
+    def latent_channels(self) -> int:
+        # unpacked latents [C, h, w] with C = in_channels / 4 and h, w even (2x2 packing)
+        return int(self.transformer.config.in_channels) // 4
+
+    def size_multiple(self) -> int:
+        return self.vae_scale_factor * 2
 
     def set_timesteps_kwargs(self, num_steps: int, height: int, width: int) -> dict[str, Any]:
         """The FLUX pipeline's grid: ``sigmas = linspace(1, 1/n, n)`` and shift ``mu`` from the token count."""
@@ -141,6 +132,3 @@ class FluxAdapter:
         # back to [R, C, h, w]; _unpack_latents takes the pixel size
         f = self.vae_scale_factor
         return self.pipe._unpack_latents(out, h * f, w * f, f)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_latents(self.vae, latents, self.dtype)

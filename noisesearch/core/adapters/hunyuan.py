@@ -20,44 +20,27 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.vae import decode_latents
+from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
 
 #: the pipeline's micro-conditioning defaults: original size, crop top-left (target size = output size)
 ORIGINAL_SIZE = (1024, 1024)
 CROPS_TOP_LEFT = (0, 0)
 
 
-class HunyuanDiTAdapter:
+class HunyuanDiTAdapter(TransformerPipelineAdapter):
     """Hunyuan-DiT through a :class:`diffusers.HunyuanDiTPipeline`."""
 
+    family = "hunyuan-dit"
     default_solver = "ddim"
 
     def __init__(self, pipe: Any, info: ModelInfo | None = None) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.device = self.transformer.device
-        self.dtype = self.transformer.dtype
-        self.scheduler_config = dict(pipe.scheduler.config)
+        super().__init__(pipe, info)
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
-        cls = type(pipe).__name__
-        self.info = info or ModelInfo(name=cls, family="hunyuan-dit", pipeline_class=cls)
         self._rotary: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
-
-    def default_size(self) -> tuple[int, int]:
-        size = self.transformer.config.sample_size * self.vae_scale_factor
-        return size, size
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
+    def size_multiple(self) -> int:
         # the pipeline rounds sizes down to multiples of 16; we ask for them instead
-        f = max(16, self.vae_scale_factor * self.transformer.config.patch_size)
-        if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} for this model, got {height}x{width}")
-        return (self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        return max(16, super().size_multiple())
 
     @torch.no_grad()
     def encode_prompts(
@@ -139,6 +122,3 @@ class HunyuanDiTAdapter:
         )[0]
         # learned sigma: the pipeline always keeps the first half of the channels
         return out.chunk(2, dim=1)[0]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_latents(self.vae, latents, self.dtype)

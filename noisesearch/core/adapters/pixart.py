@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.vae import decode_latents
+from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
 
 
-class PixArtSigmaAdapter:
+class PixArtSigmaAdapter(TransformerPipelineAdapter):
     """PixArt-Sigma through a :class:`diffusers.PixArtSigmaPipeline`."""
 
+    family = "pixart-sigma"
     default_solver = "dpm++2m"
 
     def __init__(
@@ -32,36 +33,15 @@ class PixArtSigmaAdapter:
     ) -> None:
         """``max_sequence_length`` (300) and ``clean_caption`` (True; a no-op with a warning when
         ``bs4``/``ftfy`` are missing) are the pipeline's defaults."""
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.device = self.transformer.device
-        self.dtype = self.transformer.dtype
-        self.scheduler_config = dict(pipe.scheduler.config)
+        super().__init__(pipe, info)
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
         self.max_sequence_length = max_sequence_length
         self.clean_caption = clean_caption
-        cls = type(pipe).__name__
-        self.info = info or ModelInfo(name=cls, family="pixart-sigma", pipeline_class=cls)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def learned_sigma(self) -> bool:
         cfg = self.transformer.config
         return cfg.out_channels // 2 == cfg.in_channels
-
-    def default_size(self) -> tuple[int, int]:
-        size = self.transformer.config.sample_size * self.vae_scale_factor
-        return size, size
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        f = self.vae_scale_factor * self.transformer.config.patch_size
-        if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} for this model, got {height}x{width}")
-        return (self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
 
     @torch.no_grad()
     def encode_prompts(
@@ -95,6 +75,3 @@ class PixArtSigmaAdapter:
         )[0]
         # learned sigma: [R, 2C] -> the epsilon half [R, C] (guidance is linear per channel)
         return out.chunk(2, dim=1)[0] if self.learned_sigma else out
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_latents(self.vae, latents, self.dtype)

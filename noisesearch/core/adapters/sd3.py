@@ -17,39 +17,20 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.vae import decode_latents
+from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
 
 
-class StableDiffusion3Adapter:
+class StableDiffusion3Adapter(TransformerPipelineAdapter):
     """SD 3.x through a :class:`diffusers.StableDiffusion3Pipeline` (``text_encoder_3`` may be None)."""
 
+    family = "sd3"
     default_solver = "flow-euler"
     prediction_type = "flow"
 
     def __init__(self, pipe: Any, info: ModelInfo | None = None, max_sequence_length: int = 256) -> None:
         """``max_sequence_length``: T5 tokens per prompt (the pipeline's default, 256)."""
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
-        self.device = self.transformer.device
-        self.dtype = self.transformer.dtype
-        self.scheduler_config = dict(pipe.scheduler.config)
+        super().__init__(pipe, info)
         self.max_sequence_length = max_sequence_length
-        self.info = info or ModelInfo(name=type(pipe).__name__, family="sd3", pipeline_class=type(pipe).__name__)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)
-
-    def default_size(self) -> tuple[int, int]:
-        size = self.transformer.config.sample_size * self.vae_scale_factor
-        return size, size
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, ...]:
-        f = self.vae_scale_factor * self.transformer.config.patch_size
-        if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} for this model, got {height}x{width}")
-        return (self.transformer.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
 
     def set_timesteps_kwargs(self, num_steps: int, height: int, width: int) -> dict[str, Any]:
         """``mu`` of the resolution-dependent shift when the scheduler uses dynamic shifting (as
@@ -100,6 +81,3 @@ class StableDiffusion3Adapter:
             pooled_projections=conditioning["pooled_projections"],
             return_dict=False,
         )[0]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return decode_latents(self.vae, latents, self.dtype)
