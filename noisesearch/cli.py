@@ -139,10 +139,9 @@ def run(
             raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(available_verifiers())}")
         from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 
-        resolve_strategy(strategy, {})
         strategy_options = load_strategy_file(strategy, strategy_config) if strategy_config else {}
         strategy_options.update(parse_strategy_args(strategy, ctx.args))
-        resolve_strategy(strategy, strategy_options)  # validates values before any loading
+        strat = resolve_strategy(strategy, strategy_options)  # validates values before any loading
         from noisesearch.core.schedule import SOLVERS
 
         if scheduler is not None and scheduler not in SOLVERS:
@@ -154,7 +153,6 @@ def run(
         from noisesearch.api import budget_from
 
         budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
-        strat = resolve_strategy(strategy, strategy_options)
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
     except (ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,15 +29,13 @@ def _flag_table(cls: type) -> dict[str, tuple[str, bool | None]]:
             table[off] = (field, False)
         else:
             table[flags] = (field, None)
-    # every field is also reachable as --<strategy>-<field> style generic flag via --set
     return table
 
 
 def _convert(cls: type, field: str, raw: Any) -> Any:
     hints = typing.get_type_hints(cls)
     kind = hints.get(field, str)
-    origin = typing.get_origin(kind)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
         kind = next((a for a in typing.get_args(kind) if a is not type(None)), str)
     try:
         if kind is bool:
