@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -27,17 +26,10 @@ app = typer.Typer(
 toyworld_app = typer.Typer(help="The embedded default world: prompts, training, evaluation.", no_args_is_help=True)
 app.add_typer(toyworld_app, name="toyworld")
 
-console = Console()
-err_console = Console(stderr=True)
+from noisesearch.cli_support import UserError, console, err_console, fail  # noqa: E402
+from noisesearch.npnet.cli import npnet_app  # noqa: E402
 
-
-class UserError(Exception):
-    """An input problem to report in one line (exit 2)."""
-
-
-def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+app.add_typer(npnet_app, name="npnet")
 
 
 def _summary_table(results: list[Any]) -> Table:
@@ -69,6 +61,19 @@ def _install_sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # pragma: no cover - not in the main thread
         pass
+
+
+def _noise_prior(prior: str, strategy: str, checkpoint: Optional[Path], family: str) -> Any:
+    """The NPNet prior when ``--prior npnet`` or ``--strategy npnet`` asks for it, else None."""
+    if prior not in ("none", "npnet"):
+        raise ValueError(f"unknown --prior {prior!r}; choose 'none' or 'npnet'")
+    if prior == "none" and strategy != "npnet":
+        if checkpoint is not None:
+            raise ValueError("--npnet-checkpoint needs --prior npnet or --strategy npnet")
+        return None
+    from noisesearch.npnet.prior import NPNetPrior, default_checkpoint, load_cached
+
+    return NPNetPrior(load_cached(checkpoint if checkpoint is not None else default_checkpoint(family)))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -104,6 +109,12 @@ def run(
     strategy_config: Annotated[
         Optional[Path], typer.Option(help="TOML file of strategy hyperparameters (flags below override it).")
     ] = None,
+    prior: Annotated[
+        str, typer.Option(help="Source of initial noises: 'none' (standard Gaussian) or 'npnet' (golden noise).")
+    ] = "none",
+    npnet_checkpoint: Annotated[
+        Optional[Path], typer.Option(help="NPNet file for --prior npnet / --strategy npnet (default: the model's shipped one).")
+    ] = None,
 ) -> None:
     """Search the initial noise for one prompt (or a file of prompts); write images and report.json.
 
@@ -114,8 +125,8 @@ def run(
         prompts = read_prompts(prompt, prompts_file)
         if top_k < 1:
             raise UserError(f"--top-k must be >= 1, got {top_k}")
-        if seed < 0:
-            raise UserError(f"--seed must be >= 0, got {seed}")
+        if not 0 <= seed < 2**63:  # candidate seeds seed+i must fit torch's 64-bit generator seeds
+            raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
         from noisesearch.report import ensure_writable_dir
 
         out_dir = ensure_writable_dir(out)
@@ -154,6 +165,7 @@ def run(
 
         budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
+        noise_prior = _noise_prior(prior, strategy, npnet_checkpoint, adapter.info.family)
     except (ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))
         return
@@ -191,6 +203,7 @@ def run(
                     height=height,
                     width=width,
                     max_batch=max_batch,
+                    prior=noise_prior,
                     progress=progress,
                 )
             except KeyboardInterrupt:
@@ -208,7 +221,10 @@ def run(
     if results:
         console.print(_summary_table(results))
     if interrupted:
-        err_console.print("interrupted: results computed so far were written (report.json marked partial)")
+        if results:
+            err_console.print("interrupted: results computed so far were written (report.json marked partial)")
+        else:
+            err_console.print("interrupted before any candidate was finished: nothing was written")
         raise typer.Exit(code=130)
 
 

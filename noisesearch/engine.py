@@ -19,7 +19,19 @@ from noisesearch.accounting import Accounting, Meter
 from noisesearch.core.sampler import DenoisingCore, Trajectory
 from noisesearch.verifiers.base import Verifier, check_scores
 
+#: ``prior(noise, prompts) -> noise``: maps standard normal noises [B, *latent] and their prompts to
+#: the initial noises the sampler starts from (NPNet's golden noise). A prior that needs the model
+#: itself (NPNet reads the prompt embeddings) may instead offer ``bind(core) -> NoisePrior``;
+#: :class:`SearchContext` binds it to its core.
 NoisePrior = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
+
+
+def bind_prior(prior: Any, core: DenoisingCore) -> NoisePrior | None:
+    """``prior`` ready to call: bound to ``core`` when it has a ``bind`` method."""
+    if prior is None:
+        return None
+    bind = getattr(prior, "bind", None)
+    return bind(core) if callable(bind) else prior
 
 
 @dataclass
@@ -143,7 +155,7 @@ class SearchContext:
         self.verifier = verifier
         self.prompt = prompt
         self.seed = seed
-        self.prior = prior
+        self.prior = bind_prior(prior, core)
         self.keep_images = keep_images
         self.meter = Meter(budget_nfe=budget_nfe, device=core.adapter.device)
         core.meter = self.meter
@@ -187,6 +199,10 @@ class SearchContext:
                 noise = self.prior(noise, [self.prompt] * len(seeds))
             self.meter.prior_call(len(seeds))
         return noise
+
+    def set_prior(self, prior: Any) -> None:
+        """Makes ``prior`` (a :data:`NoisePrior` or an object with ``bind(core)``) the source of initial noises."""
+        self.prior = bind_prior(prior, self.core)
 
     def start(self, seeds: Sequence[int], noise: torch.Tensor | None = None) -> Trajectory:
         """Trajectories at step 0 for ``seeds`` (from their own noise unless ``noise`` is given)."""

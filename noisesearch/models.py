@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -107,8 +108,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from e
+    if dev.type not in ("cpu", "cuda", "mps"):  # e.g. "meta" or "xpu" would fail deep inside loading
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but torch sees no GPU; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("MPS was requested but torch sees no MPS device; use --device cpu")
     return dev
 
 
@@ -165,6 +172,8 @@ def load_model(
     compile: bool = False,
 ) -> ModelAdapter:
     """Loads a model adapter offline from a name, a diffusers folder or a cached hub id."""
+    if name is not None and not name.strip():
+        raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
     name = name or DEFAULT_MODEL
     if name == "stub":
         # the weightless counting model of noisesearch.testing (CPU, fp32): fast tests of sweeps and CLIs
@@ -200,7 +209,18 @@ def load_model(
             class_name = json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
             if class_name not in ADAPTERS:
                 raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(ADAPTERS)}")
-            pipe = _from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+            try:
+                pipe = _from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
+            except (OSError, pickle.UnpicklingError) as e:  # missing, truncated or unsafe (pickled code) weights
+                from noisesearch.verifiers.checkpoints import describe_error
+
+                cause: BaseException | None = e  # diffusers re-raises torch's refusal as a generic OSError
+                for _ in range(8):
+                    if cause is None or isinstance(cause, pickle.UnpicklingError):
+                        break
+                    cause = cause.__cause__ or cause.__context__
+                detail = describe_error(cause if isinstance(cause, pickle.UnpicklingError) else e)
+                raise ValueError(f"could not load the diffusers pipeline in {str(path)!r}: {detail}") from e
         elif "/" in name and not name.startswith((".", "/")):
             try:
                 pipe = _from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)

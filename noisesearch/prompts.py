@@ -5,7 +5,8 @@
   ``Prompts,Category`` files work as they are) or one named explicitly; extra columns are allowed,
   and a ``category`` column, when present, labels each prompt (per-category report tables).
 - Built-in sets: ``toyworld-heldout``, the embedded world's 210 held-out benchmark prompts
-  (:func:`noisesearch.toyworld.grammar.heldout_prompts`), each labelled with its category.
+  (:func:`noisesearch.toyworld.grammar.heldout_prompts`), each labelled with its category, and
+  ``toyworld-train``, a fixed sample of training-split prompts (for learned priors such as NPNet).
 
 Every problem is a :class:`PromptError` (a ``ValueError``) whose message names the file and says what
 is wrong: unreadable file, missing column, no prompts.
@@ -44,9 +45,16 @@ def _toyworld_heldout() -> list[PromptItem]:
     return [PromptItem(text, category) for category, text in grammar.heldout_prompts()]
 
 
+def _toyworld_train() -> list[PromptItem]:
+    from noisesearch.toyworld import grammar
+
+    return [PromptItem(text, category) for category, text in grammar.train_prompts()]
+
+
 #: built-in prompt sets by name -> loader
 BUILTIN_SETS: dict[str, Callable[[], list[PromptItem]]] = {
     "toyworld-heldout": _toyworld_heldout,
+    "toyworld-train": _toyworld_train,
 }
 
 

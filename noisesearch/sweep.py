@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
 
 #: evaluation metrics that are not registered verifiers -> description
@@ -431,31 +432,6 @@ def shard_path(out_dir: Path, rank: int, world_size: int) -> Path:
     return out_dir / SHARDS_DIR / f"rank-{rank}-of-{world_size}.jsonl"
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete rows of a JSONL file; a last line without its newline (a torn write) is ignored.
-
-    A malformed line anywhere else means the file was edited or damaged outside noisesearch:
-    ``ValueError`` names the file and line.
-    """
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    rows = []
-    for number, line in enumerate(lines[:-1], start=1):  # lines[-1] is b"" or a torn tail
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"{path}:{number} is not a JSON row ({e.msg}); the file was changed outside noisesearch: "
-                "delete that line (the row will be recomputed) and run again"
-            ) from e
-        if not isinstance(row, dict) or "key" not in row:
-            raise ValueError(f"{path}:{number} is not a sweep row (no 'key'); delete that line and run again")
-        rows.append(row)
-    return rows
-
-
 def completed_rows(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every complete row in the shards of ``out_dir`` by key (first occurrence, shards sorted by name)."""
     rows: dict[str, dict[str, Any]] = {}
@@ -464,71 +440,6 @@ def completed_rows(out_dir: str | Path) -> dict[str, dict[str, Any]]:
         for row in read_jsonl(path):
             rows.setdefault(row["key"], row)
     return rows
-
-
-def _truncate_torn_tail(path: Path) -> int:
-    """Cuts a torn last line (no newline) off ``path`` so appends start on a fresh line; returns bytes cut."""
-    if not path.exists():
-        return 0
-    with open(path, "r+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        # read backwards to the last newline
-        pos, chunk = size, 1 << 16
-        while pos > 0:
-            start = max(0, pos - chunk)
-            f.seek(start)
-            block = f.read(pos - start)
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                keep = start + nl + 1
-                break
-            pos = start
-        else:
-            keep = 0
-        if keep < size:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        return size - keep
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file, fsync and rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def append_row(path: Path, row: Mapping[str, Any]) -> None:
-    """Appends one row as a single newline-terminated write, then fsyncs it."""
-    data = (json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def store_image(image: torch.Tensor, images_dir: Path) -> str:
@@ -541,7 +452,7 @@ def store_image(image: torch.Tensor, images_dir: Path) -> str:
     name = f"{hashlib.sha256(data).hexdigest()}.png"
     target = images_dir / name
     if not target.exists():  # same name, same bytes: concurrent writers may both rename, harmlessly
-        _write_atomic(target, data)
+        write_atomic(target, data)
     return name
 
 
@@ -559,7 +470,7 @@ def merge(out_dir: str | Path, keys: Sequence[str]) -> Path:
         )
     lines = [json.dumps(rows[k], ensure_ascii=False, allow_nan=False) + "\n" for k in sorted(keys)]
     path = out / RESULTS_FILE
-    _write_atomic(path, "".join(lines).encode("utf-8"))
+    write_atomic(path, "".join(lines).encode("utf-8"))
     return path
 
 
@@ -778,7 +689,7 @@ def _write_config(out_dir: Path, config: SweepConfig, planned: int, prompts: int
     from noisesearch.api import package_versions
 
     doc = {"config": config.to_dict(), "rows": planned, "prompts": prompts, "versions": package_versions()}
-    _write_atomic(out_dir / CONFIG_FILE, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_atomic(out_dir / CONFIG_FILE, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def sweep(
@@ -821,7 +732,7 @@ def sweep(
 
     mine = shard(items, rank, world_size)
     own = shard_path(out, rank, world_size)
-    cut = _truncate_torn_tail(own)
+    cut = truncate_torn_tail(own)
     if cut:
         say(f"{tag}discarded a torn last line ({cut} bytes) of {own.name}; its row will be recomputed")
     done = completed_rows(out)

@@ -10,6 +10,8 @@ which is what search over paths and SMC need. Noise is always an argument, never
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -25,6 +27,10 @@ from noisesearch.core.solvers import solver_step, split_prediction
 
 _T = TypeVar("_T")
 
+#: upper bounds that catch typos (``--height 100000``) before they exhaust memory or hang a run
+MAX_STEPS = 10_000
+MAX_SIDE = 16_384
+
 
 @dataclass(frozen=True)
 class CoreConfig:
@@ -39,16 +45,16 @@ class CoreConfig:
     max_batch: int = 32  # candidates per network call (rows are twice that with guidance)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
-        if not self.guidance >= 0:
-            raise ValueError(f"guidance must be >= 0, got {self.guidance!r}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be a positive integer (at most {MAX_STEPS}), got {self.steps!r}")
+        if not isinstance(self.guidance, numbers.Real) or not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
         for name in ("height", "width"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 8):
-                raise ValueError(f"{name} must be an integer >= 8 pixels, got {v!r}")
+            if v is not None and (not isinstance(v, int) or not 8 <= v <= MAX_SIDE):
+                raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {v!r}")
 
 
 @dataclass
@@ -286,6 +292,39 @@ class DenoisingCore:
             trajectory.x0 = torch.cat(outs)
             trajectory.x0_step = trajectory.step
         return trajectory.x0
+
+    def invert(self, trajectory: Trajectory, to_step: int) -> Trajectory:
+        """Deterministic DDIM inversion (Song et al. 2021; Mokady et al. 2023) to the noisier step ``to_step``.
+
+        The network is evaluated once at the current state with this core's guidance (one NFE per
+        candidate); the state then moves along that prediction: ``x = α_to · x0 + σ_to · ε``.
+        NPNet's re-denoise sampling (Zhou et al. 2024) is one DDIM step at a high guidance followed
+        by this inversion at guidance 1.
+        """
+        if not 0 <= to_step < trajectory.step:
+            raise ValueError(f"inversion goes to an earlier step: {trajectory.step} -> {to_step}")
+        if trajectory.step == self.schedule.num_steps:
+            raise ValueError("a finished trajectory has no level to evaluate; invert from an earlier step")
+        self.meter.reserve(len(trajectory))
+        with self.meter.phase("denoise"):
+            outs = self._map_chunks(
+                len(trajectory),
+                lambda sl: self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl]),
+            )
+        x0 = torch.cat([o[0] for o in outs])
+        eps = torch.cat([o[1] for o in outs])
+        alpha, sigma = self.schedule.level(to_step)
+        return replace(trajectory, x=alpha * x0 + sigma * eps, step=to_step, x0=None, x0_step=-1)
+
+    @torch.no_grad()
+    def text_embeddings(self, prompts: Sequence[str], key: str = "encoder_hidden_states") -> torch.Tensor:
+        """The positive prompt embedding ``key`` of each prompt [B, tokens, dim], encoded once per prompt."""
+        index = self.prompt_indices(prompts)
+        assert self._embeddings is not None
+        if key not in self._embeddings.cond:
+            raise ValueError(f"this model's prompt embeddings have no {key!r}; it has {sorted(self._embeddings.cond)}")
+        table = self._embeddings.cond[key]
+        return table.index_select(0, index.to(table.device))
 
     def renoise(self, trajectory: Trajectory, to_step: int, noise: torch.Tensor) -> Trajectory:
         """Forward-diffuses each candidate back to the noisier step ``to_step`` with ``noise``."""

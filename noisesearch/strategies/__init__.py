@@ -10,3 +10,8 @@ from noisesearch.strategies.smc import SMCSearch
 from noisesearch.strategies.zero_order import ZeroOrderSearch
 
 __all__ += ["GradientSearch", "PathsSearch", "SMCSearch", "ZeroOrderSearch"]
+
+# NPNet (Zhou et al. 2024) as a strategy; registered here so every strategy is known after import
+from noisesearch.npnet.prior import NPNetSearch  # noqa: E402
+
+__all__ += ["NPNetSearch"]

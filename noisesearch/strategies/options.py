@@ -50,7 +50,7 @@ def _convert(cls: type, field: str, raw: Any) -> Any:
             if kind is int and isinstance(raw, float) and not raw.is_integer():
                 raise ValueError
             return kind(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a TOML integer too large for a float
         raise ValueError(f"option {field!r} of strategy {cls.name!r} needs a {kind.__name__}, got {raw!r}") from None  # type: ignore[attr-defined]
     return raw
 
@@ -66,16 +66,18 @@ def parse_strategy_args(strategy: str, args: Sequence[str]) -> dict[str, Any]:
     i = 0
     while i < len(words):
         word = words[i]
-        flag, _, inline = word.partition("=")
+        flag, has_value, inline = word.partition("=")
         if flag not in table:
             accepted = ", ".join(sorted(table)) or "none"
             raise ValueError(f"unknown option {flag!r} for strategy {strategy!r}; it accepts: {accepted}")
         field, fixed = table[flag]
         if fixed is not None:
+            if has_value:  # "--zo-restart=false" must not silently mean --zo-restart
+                raise ValueError(f"option {flag} takes no value (got {word!r}); use the flag or its opposite")
             out[field] = fixed
             i += 1
             continue
-        if inline:
+        if has_value:
             value = inline
             i += 1
         else:
@@ -95,9 +97,20 @@ def load_strategy_file(strategy: str, path: Path) -> dict[str, Any]:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise ValueError(f"cannot read strategy config {str(path)!r}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"cannot read strategy config {str(path)!r}: not UTF-8 text ({e.reason})") from e
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"strategy config {str(path)!r} is not valid TOML: {e}") from e
-    section = data.get("strategy", {}).get(strategy, data) if isinstance(data.get("strategy"), dict) else data
+    tables = data.get("strategy")
+    if isinstance(tables, dict) and strategy not in tables:
+        raise ValueError(
+            f"strategy config {str(path)!r} has no [strategy.{strategy}] table (it has: {', '.join(map(repr, tables))})"
+        )
+    section = tables[strategy] if isinstance(tables, dict) else data
+    if not isinstance(section, dict):
+        raise ValueError(
+            f"strategy config {str(path)!r}: [strategy.{strategy}] must be a table of options, got {section!r}"
+        )
     cls = _STRATEGIES[strategy]
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(section) - fields)

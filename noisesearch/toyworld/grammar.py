@@ -307,6 +307,19 @@ def heldout_prompts() -> list[tuple[str, str]]:
     return out
 
 
+def train_prompts(per_category: int = 128, seed: int = 0) -> list[tuple[str, str]]:
+    """A fixed sample of (category, prompt) from the training split: ``per_category`` distinct
+    prompts of each category (all of them where a category has fewer), for learning priors such as
+    NPNet without touching the held-out combinations."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, str]] = []
+    for cat in CATEGORIES:
+        specs = _specs_for(cat, "train")
+        pick = rng.permutation(len(specs))[: min(per_category, len(specs))]
+        out += [(cat, caption(specs[int(i)])) for i in sorted(pick)]
+    return out
+
+
 # ------------------------------------------------------------------------ scenes for specs
 
 

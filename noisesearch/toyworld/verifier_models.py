@@ -294,6 +294,8 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
     from safetensors import safe_open
     from safetensors.torch import load_file
 
+    from noisesearch.verifiers.checkpoints import describe_error, load_strict
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -301,8 +303,11 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
             f"{WEIGHTS_DIR} (train them with `python -m noisesearch.toyworld.train_verifiers "
             f"--out {WEIGHTS_DIR}`) or pass another file with the `path` option"
         )
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # truncated or not a safetensors file
+        raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err)})") from err
     if meta.get("kind") != kind:
         raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} verifier, not {kind!r}")
     tokenizer = WordTokenizer.from_json(meta["tokenizer"])
@@ -317,7 +322,7 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
     else:
         raise ValueError(f"unknown toy verifier kind {kind!r}; use 'toyclip' or 'toyrelation'")
     state = {k: v.float() for k, v in load_file(str(path)).items()}
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, path)  # a ValueError naming the first missing, unexpected or mis-shaped keys
     return model.to(device).eval().requires_grad_(False), cfg, tokenizer
 
 

@@ -20,6 +20,7 @@ unless the caller lists it as known to be unused.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,20 +189,65 @@ def resolve_folder(
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_error(err: BaseException) -> str:
+    """``Type: cause`` of an exception on one line; torch's multi-line weights-only refusal is reduced
+    to the global or instruction it refused (e.g. ``Unsupported global: GLOBAL exec``)."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
+    cause = lines[0] if lines else ""
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            cause = "refused by the weights-only unpickler: " + rest.split(". ")[0]
+            break
+    if len(cause) > 240:
+        cause = cause[:237] + "..."
+    return f"{type(err).__name__}: {cause}" if cause else type(err).__name__
+
+
+def unreadable_error(path: str | os.PathLike, err: BaseException) -> ValueError:
+    """The error for a checkpoint that is not plain tensors (pickled code or objects, truncated, foreign)."""
+    return ValueError(
+        f"could not read {str(path)!r} as tensors with torch.load(weights_only=True) ({describe_error(err)}); "
+        "it must be the official checkpoint file (a dict of tensors), not a pickled model"
+    )
+
+
 def load_weights(path: str | os.PathLike) -> dict:
     """Reads a checkpoint safely: safetensors, or a torch file with ``weights_only=True``."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # truncated or not a safetensors file
+            raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err)})") from err
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code, truncated file, not a torch file
-        raise ValueError(
-            f"could not read {str(path)!r} as tensors with torch.load(weights_only=True) ({type(err).__name__}: "
-            f"{err}); it must be the official checkpoint file (a dict of tensors), not a pickled model"
-        ) from err
+        raise unreadable_error(path, err) from err
+
+
+def mismatch_error(
+    architecture: str, source: str | os.PathLike, missing: list[str], unexpected: list[str], shapes: list[str]
+) -> ValueError:
+    """The error for a checkpoint whose keys or shapes do not match ``architecture``: counts and the
+    first few names of each kind of mismatch, and the file they were read from."""
+
+    def first(items: list[str]) -> str:
+        return ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
+
+    parts = [f"{len(missing)} missing ({first(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
+             f"{len(shapes)} mis-shaped ({first(shapes)})" if shapes else ""]
+    return ValueError(
+        f"checkpoint {str(source)!r} does not match the {architecture} architecture: "
+        f"{'; '.join(p for p in parts if p)}. Pass the official file for this verifier (and the "
+        "matching architecture option, if you changed it)."
+    )
 
 
 def load_strict(
@@ -225,17 +271,7 @@ def load_strict(
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
               for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if missing or unexpected or shapes:
-        def first(items: list[str]) -> str:
-            return ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
-
-        parts = [f"{len(missing)} missing ({first(missing)})" if missing else "",
-                 f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
-                 f"{len(shapes)} mis-shaped ({first(shapes)})" if shapes else ""]
-        raise ValueError(
-            f"checkpoint {str(source)!r} does not match the {type(module).__name__} architecture: "
-            f"{'; '.join(p for p in parts if p)}. Pass the official file for this verifier (and the "
-            "matching architecture option, if you changed it)."
-        )
+        raise mismatch_error(type(module).__name__, source, missing, unexpected, shapes)
     module.load_state_dict(sd, strict=True)
 
 

@@ -12,6 +12,7 @@ images. The same class serves real CLIP checkpoints and the toy world's small CL
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from noisesearch.verifiers.base import register_verifier
+from noisesearch.verifiers.checkpoints import mismatch_error, unreadable_error
 
 # open_clip's default file names inside a hub repo (open_clip.constants)
 _HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
@@ -98,7 +100,7 @@ class CLIPScoreVerifier:
             pretrained_text=False,
         )
         if checkpoint is not None:
-            open_clip.load_checkpoint(model, str(checkpoint), strict=True, weights_only=True)
+            _load_checkpoint(model, checkpoint, model_name)
         model = model.to(device).eval().requires_grad_(False)
         try:
             tokenizer = open_clip.get_tokenizer(model_name)
@@ -219,6 +221,35 @@ def _resolve_checkpoint(
         f"{f' from hub repo {repo!r}' if repo else ''}. Download them (e.g. `hf download {repo} {filename}`) "
         "or pass a local checkpoint file with the `pretrained` option (verifier option pretrained=PATH)."
     )
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([^\]]*)\]\) from checkpoint, "
+    r"the shape in current model is torch\.Size\(\[([^\]]*)\]\)"
+)
+
+
+def _load_checkpoint(model: torch.nn.Module, checkpoint: Path, model_name: str) -> None:
+    """open_clip's loader (it converts third-party layouts), kept safe and strict: a file that is not
+    plain tensors, and any missing, unexpected or mis-shaped key, is a ``ValueError`` naming them."""
+    import open_clip
+
+    def shape(dims: str) -> str:
+        return str(tuple(int(d) for d in dims.split(",") if d.strip()))
+
+    architecture = f"open_clip {model_name}"
+    try:
+        incompatible = open_clip.load_checkpoint(model, str(checkpoint), strict=False, weights_only=True)
+    except RuntimeError as err:
+        shapes = [f"{k}: file {shape(a)} vs model {shape(b)}" for k, a, b in _SIZE_MISMATCH.findall(str(err))]
+        if not shapes:  # not a state-dict mismatch: a truncated or foreign file
+            raise unreadable_error(checkpoint, err) from err
+        raise mismatch_error(architecture, checkpoint, [], [], shapes) from err
+    except Exception as err:  # pickled code or objects (refused by weights_only=True), not a torch file
+        raise unreadable_error(checkpoint, err) from err
+    missing, unexpected = list(incompatible.missing_keys), list(incompatible.unexpected_keys)
+    if missing or unexpected:
+        raise mismatch_error(architecture, checkpoint, missing, unexpected, [])
 
 
 def _short(items: Sequence[str], keep: int = 4) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch.nn as nn
 
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import PICKSCORE, PICKSCORE_PROCESSOR
-from noisesearch.verifiers.checkpoints import parse_dtype, resolve_folder
+from noisesearch.verifiers.checkpoints import parse_dtype, resolve_folder, unreadable_error
 from noisesearch.verifiers.clip import CLIPScoreVerifier
 from noisesearch.verifiers.transforms import check_images
 
@@ -90,7 +91,10 @@ def load_pickscore(
 
     model_dir = resolve_folder(PICKSCORE, path, cache_dir)
     proc_dir = resolve_folder(PICKSCORE_PROCESSOR, processor, cache_dir)
-    clip, info = CLIPModel.from_pretrained(str(model_dir), local_files_only=True, output_loading_info=True)
+    try:
+        clip, info = CLIPModel.from_pretrained(str(model_dir), local_files_only=True, output_loading_info=True)
+    except pickle.UnpicklingError as err:  # a pytorch_model.bin with pickled code or objects: refused
+        raise unreadable_error(model_dir, err) from err
     missing = list(info.get("missing_keys", []))
     unexpected = [k for k in info.get("unexpected_keys", []) if k not in _IGNORED_UNEXPECTED]
     mismatched = [str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys", [])]

@@ -1,0 +1,375 @@
+"""Fuzzing `noisesearch run`: bad values for every option, random junk for the name options, and
+random combinations of several bad options. Every one must end with exit code 2, one line naming
+the cause and no traceback.
+
+Runs in process (typer's CliRunner) on the weightless ``stub`` model with a cheap registered
+verifier, so a bad input that slipped through would start a search costing milliseconds; options
+validated while loading a real model (--device, --dtype) use the embedded ``toyworld`` model, and are
+rejected before its weights are read.
+
+Two kinds of exit-2 output exist: the project's own checks print ``error: <cause>`` as the last
+(and only error) line of stderr; values the argument parser itself rejects (a word where a number
+is expected, a missing value) are reported by click/typer as a boxed usage error naming the option.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from noisesearch.api import _ensure_registrations
+from noisesearch.cli import app
+from noisesearch.core.schedule import SOLVERS
+from noisesearch.models import resolve_device
+from noisesearch.strategies.base import _STRATEGIES
+from noisesearch.verifiers import CallableVerifier, available_verifiers, register_verifier
+
+VERIFIER = "fuzz-red"
+
+
+@register_verifier(VERIFIER, "tests: mean of the red channel (not differentiable)")
+def _fuzz_red(device="cpu") -> CallableVerifier:
+    return CallableVerifier(lambda images, prompts: images[:, 0].mean(dim=(1, 2)), name=VERIFIER)
+
+
+_ensure_registrations()
+runner = CliRunner()
+FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Bad files and folders, by name."""
+    d = tmp_path_factory.mktemp("fuzzfiles")
+    f = {
+        "missing": d / "missing.txt",
+        "folder": d / "folder",
+        "empty": d / "empty.txt",
+        "nocolumn": d / "p.csv",
+        "latin1": d / "latin1.txt",
+        "blocker": d / "blocker",
+        "bad_toml": d / "bad.toml",
+        "latin1_toml": d / "latin1.toml",
+        "unknown_toml": d / "unknown.toml",
+        "type_toml": d / "type.toml",
+        "range_toml": d / "range.toml",
+        "section_toml": d / "section.toml",
+        "other_toml": d / "other.toml",
+        "contra_toml": d / "contra.toml",
+        "no_index": d / "no_index",
+        "foreign_pipe": d / "foreign_pipe",
+    }
+    f["folder"].mkdir()
+    f["empty"].write_text("\n# only a comment\n\n")
+    f["nocolumn"].write_text("text,category\na red circle,color\n")
+    f["latin1"].write_bytes("une forme \xe9trange\n".encode("latin-1"))
+    f["blocker"].write_text("a file, not a folder")
+    f["bad_toml"].write_text("[strategy.zero-order\nneighbors = 2\n")
+    f["latin1_toml"].write_bytes("neighbors = 2 # \xe9\n".encode("latin-1"))
+    f["unknown_toml"].write_text("[strategy.zero-order]\nneighbours = 2\n")
+    f["type_toml"].write_text("[strategy.zero-order]\nneighbors = \"two\"\n")
+    f["range_toml"].write_text("[strategy.zero-order]\ncosine = 1.5\n")
+    f["section_toml"].write_text("[strategy]\nzero-order = 5\n")
+    f["other_toml"].write_text("[strategy.smc]\nparticles = 2\n")
+    f["contra_toml"].write_text("[strategy.paths]\ndelta_f = 0.9\ndelta_b = 0.5\n")
+    f["no_index"].mkdir()
+    f["foreign_pipe"].mkdir()
+    (f["foreign_pipe"] / "model_index.json").write_text('{"_class_name": "AudioLDMPipeline"}')
+    return f
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_a_scratch_folder(tmp_path_factory):
+    """Relative paths a fuzzed value may name resolve in an empty scratch folder, not the repository."""
+    before = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
+def invoke(args: list[str], out: Path, model: str = "stub", verifier: str | None = VERIFIER):
+    """`noisesearch run` on a cheap base (2 candidates x 2 steps) with ``args`` added last (they win)."""
+    base = ["run", "--model", model, "--out", str(out)]
+    if verifier:
+        base += ["--verifier", verifier]
+    if "--prompt" not in args and "--prompts-file" not in args:
+        base += ["--prompt", "a red circle"]
+    if "--budget" not in args and "--candidates" not in args:
+        base += ["--candidates", "2"]
+    if "--steps" not in args:
+        base += ["--steps", "2"]
+    return runner.invoke(app, base + args)
+
+
+def assert_one_line_error(res, needle: str = "") -> None:
+    """Exit 2, no traceback, and the cause on the last line of stderr, the only 'error:' line."""
+    lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert res.exit_code == 2, f"exit {res.exit_code}: {res.output}"
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.output
+    assert lines and lines[-1].startswith("error: "), res.stderr
+    assert sum(line.startswith("error:") for line in lines) == 1, res.stderr
+    assert needle in lines[-1], f"{needle!r} not in {lines[-1]!r}"
+
+
+def assert_usage_error(res, option: str) -> None:
+    """Exit 2 from the argument parser, naming the option; no traceback."""
+    assert res.exit_code == 2, f"exit {res.exit_code}: {res.output}"
+    assert "Traceback" not in res.output
+    text = " ".join(res.stderr.split())
+    assert f"'{option}'" in text and ("Invalid value" in text or "requires an argument" in text), res.stderr
+
+
+# --------------------------------------------------------------------------- one bad value each
+
+# (option values, needle); "{name}" is replaced by the path of files[name]
+BAD = {
+    # prompts
+    "empty prompt": (["--prompt", ""], "--prompt is empty"),
+    "blank prompt": (["--prompt", "  \t "], "--prompt is empty"),
+    "prompts file missing": (["--prompts-file", "{missing}"], "cannot read prompts file"),
+    "prompts file is a folder": (["--prompts-file", "{folder}"], "cannot read prompts file"),
+    "prompts file empty": (["--prompts-file", "{empty}"], "contains no prompts"),
+    "prompts csv without column": (["--prompts-file", "{nocolumn}"], "no 'prompt' column"),
+    "prompts file not utf-8": (["--prompts-file", "{latin1}"], "cannot read prompts file"),
+    "path that looks like markup": (["--prompts-file", "{folder}/[bold]x[/bold].txt"], "[bold]x[/bold].txt"),
+    # names
+    "model empty": (["--model", ""], "--model is empty"),
+    "model unknown": (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    "model hub id not cached": (["--model", "some-org/some-model"], "not in the local Hugging Face cache"),
+    "model folder without index": (["--model", "{no_index}"], "not a diffusers pipeline folder"),
+    "model folder of another pipeline": (["--model", "{foreign_pipe}"], "holds a AudioLDMPipeline"),
+    "strategy empty": (["--strategy", ""], "unknown strategy ''"),
+    "strategy unknown": (["--strategy", "best-of-n"], "unknown strategy 'best-of-n'"),
+    "verifier empty": (["--verifier", ""], "unknown verifier ''"),
+    "verifier unknown": (["--verifier", "clip-score"], "unknown verifier 'clip-score'"),
+    "scheduler empty": (["--scheduler", ""], "unknown scheduler ''"),
+    "scheduler unknown": (["--scheduler", "heun"], "unknown scheduler 'heun'"),
+    # numbers
+    "budget zero": (["--budget", "0"], "budget must be a positive"),
+    "budget negative": (["--budget", "-40"], "budget must be a positive"),
+    "candidates zero": (["--candidates", "0"], "candidates must be a positive"),
+    "candidates negative": (["--candidates", "-3"], "candidates must be a positive"),
+    "steps zero": (["--steps", "0"], "steps must be a positive integer"),
+    "steps negative": (["--steps", "-5"], "steps must be a positive integer"),
+    "steps huge": (["--steps", "10001"], "at most 10000"),
+    "steps astronomic": (["--steps", str(10**30)], "steps must be a positive integer"),
+    "guidance negative": (["--guidance", "-1"], "guidance must be a finite number >= 0"),
+    "guidance nan": (["--guidance", "nan"], "guidance must be a finite number >= 0"),
+    "guidance inf": (["--guidance", "inf"], "guidance must be a finite number >= 0"),
+    "height zero": (["--height", "0"], "height must be an integer from 8"),
+    "height tiny": (["--height", "7"], "height must be an integer from 8"),
+    "height huge": (["--height", "100000000"], "height must be an integer from 8 to 16384"),
+    "width negative": (["--width", "-64"], "width must be an integer from 8"),
+    "width huge": (["--width", "16385"], "width must be an integer from 8 to 16384"),
+    "seed negative": (["--seed", "-1"], "--seed must be >= 0"),
+    "seed beyond 64 bits": (["--seed", str(2**64)], "--seed must be >= 0 and < 2**63"),
+    "max-batch zero": (["--max-batch", "0"], "max_batch must be a positive integer"),
+    "max-batch negative": (["--max-batch", "-8"], "max_batch must be a positive integer"),
+    "top-k zero": (["--top-k", "0"], "--top-k must be >= 1"),
+    "top-k negative": (["--top-k", "-2"], "--top-k must be >= 1"),
+    # output folder
+    "out under a file": (["--out", "{blocker}/sub"], "cannot write to output directory"),
+    "out is a file": (["--out", "{blocker}"], "cannot write to output directory"),
+    # strategy config files
+    "strategy config missing": (["--strategy", "zero-order", "--strategy-config", "{missing}"], "cannot read strategy config"),
+    "strategy config is a folder": (["--strategy", "zero-order", "--strategy-config", "{folder}"], "cannot read strategy config"),
+    "strategy config bad toml": (["--strategy", "zero-order", "--strategy-config", "{bad_toml}"], "is not valid TOML"),
+    "strategy config not utf-8": (["--strategy", "zero-order", "--strategy-config", "{latin1_toml}"], "not UTF-8"),
+    "strategy config unknown option": (["--strategy", "zero-order", "--strategy-config", "{unknown_toml}"], "has no option neighbours"),
+    "strategy config wrong type": (["--strategy", "zero-order", "--strategy-config", "{type_toml}"], "needs a int, got 'two'"),
+    "strategy config out of range": (["--strategy", "zero-order", "--strategy-config", "{range_toml}"], "cosine must be in [0, 1)"),
+    "strategy config section not a table": (["--strategy", "zero-order", "--strategy-config", "{section_toml}"], "must be a table"),
+    "strategy config for another strategy": (["--strategy", "zero-order", "--strategy-config", "{other_toml}"], "has no [strategy.zero-order] table"),
+    # strategy flags
+    "strategy flag unknown": (["--strategy", "zero-order", "--zo-neighbours", "3"], "unknown option '--zo-neighbours'"),
+    "strategy flag of another strategy": (["--zo-neighbors", "3"], "unknown option '--zo-neighbors' for strategy 'random'"),
+    "unknown top-level flag": (["--budgte", "40"], "unknown option '--budgte'"),
+    "stray positional word": (["extra"], "unknown option 'extra'"),
+    "strategy flag without value": (["--strategy", "zero-order", "--zo-neighbors"], "needs a value"),
+    "strategy flag empty value": (["--strategy", "zero-order", "--zo-neighbors="], "needs a int, got ''"),
+    "strategy flag not a number": (["--strategy", "zero-order", "--zo-neighbors", "many"], "needs a int, got 'many'"),
+    "strategy flag float for int": (["--strategy", "zero-order", "--zo-neighbors", "2.5"], "needs a int"),
+    "strategy flag zero": (["--strategy", "zero-order", "--zo-neighbors", "0"], "neighbors must be a positive integer"),
+    "strategy flag out of range": (["--strategy", "zero-order", "--zo-cosine", "1.5"], "cosine must be in [0, 1)"),
+    "strategy flag nan": (["--strategy", "smc", "--smc-lambda", "nan"], "lam must be a finite number"),
+    "strategy switch with a value": (["--strategy", "zero-order", "--zo-restart=false"], "takes no value"),
+    "strategy choice unknown": (["--strategy", "smc", "--smc-resampler", "stratified"], "unknown resampler 'stratified'"),
+    # contradictions
+    "budget and candidates": (["--budget", "40", "--candidates", "2"], "either a budget in NFEs or a number of candidates"),
+    "prompt and prompts file": (["--prompt", "x", "--prompts-file", "{empty}"], "exactly one of --prompt or --prompts-file"),
+    "budget below one sample": (["--budget", "3", "--steps", "5"], "smaller than one full sample"),
+    "flow scheduler on a noise-prediction model": (["--scheduler", "flow-euler"], "needs a flow-matching model"),
+    "gradient with a non-differentiable verifier": (["--strategy", "gradient"], "needs a differentiable verifier"),
+    "smc start after end": (["--strategy", "smc", "--smc-start", "0.9", "--smc-end", "0.1"], "need 0 <= start <= end <= 1"),
+    "paths delta_b below delta_f": (["--strategy", "paths", "--paths-delta-f", "0.9", "--paths-delta-b", "0.5"], "must exceed delta_f"),
+    "paths contradictory config file": (["--strategy", "paths", "--strategy-config", "{contra_toml}"], "must exceed delta_f"),
+}
+
+# validated while loading a real model: checked against the embedded toyworld model (before its weights are read)
+BAD_LOADING = {
+    "device empty": (["--device", ""], "unknown device ''"),
+    "device unknown": (["--device", "gpu"], "unknown device 'gpu'"),
+    "device meta": (["--device", "meta"], "unsupported device 'meta'"),
+    "device xpu": (["--device", "xpu"], "unsupported device 'xpu'"),
+    "device negative index": (["--device", "cuda:-1"], "unknown device 'cuda:-1'"),
+    "device gpu number out of range": (["--device", "cuda:99"], ""),  # no GPU here, or not 100 of them
+    "dtype empty": (["--dtype", ""], "unknown dtype ''"),
+    "dtype unknown": (["--dtype", "fp8"], "unknown dtype 'fp8'"),
+    "dtype fp16 on cpu": (["--device", "cpu", "--dtype", "fp16"], "fp16 is not supported on CPU"),
+}
+
+# rejected by the argument parser (click/typer) before the command runs
+BAD_PARSE = {
+    "budget not a number": (["--budget", "forty"], "--budget"),
+    "budget float": (["--budget", "40.5"], "--budget"),
+    "budget empty": (["--budget", ""], "--budget"),
+    "candidates not a number": (["--candidates", "2x"], "--candidates"),
+    "steps float": (["--steps", "1.5"], "--steps"),
+    "steps missing value": (["--steps"], "--steps"),
+    "guidance not a number": (["--guidance", "strong"], "--guidance"),
+    "height empty": (["--height", ""], "--height"),
+    "width words": (["--width", "wide"], "--width"),
+    "seed scientific": (["--seed", "1e3"], "--seed"),
+    "max-batch not a number": (["--max-batch", "all"], "--max-batch"),
+    "top-k not a number": (["--top-k", "best"], "--top-k"),
+}
+
+
+def _fill(args: list[str], files: dict) -> list[str]:
+    return [a.format(**{k: str(v) for k, v in files.items()}) for a in args]
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_value_exits_2_with_a_one_line_cause(case, files, tmp_path):
+    args, needle = BAD[case]
+    res = invoke(_fill(args, files), tmp_path / "out")
+    assert_one_line_error(res, needle)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LOADING))
+def test_bad_device_or_dtype_exits_2_before_loading_weights(case, tmp_path, monkeypatch):
+    import noisesearch.models as models
+
+    def no_loading(*a, **k):
+        raise AssertionError("weights were loaded despite a bad --device/--dtype")
+
+    monkeypatch.setattr(models, "_from_pretrained", no_loading)
+    args, needle = BAD_LOADING[case]
+    res = invoke(args, tmp_path / "out", model="toyworld", verifier="toyclip")
+    assert_one_line_error(res, needle)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARSE))
+def test_unparsable_value_is_a_usage_error_naming_the_option(case, tmp_path):
+    args, option = BAD_PARSE[case]
+    assert_usage_error(invoke(args, tmp_path / "out"), option)
+
+
+def test_the_base_command_itself_runs(tmp_path):
+    """Control: without a bad value the fuzz base is a valid, cheap run (so exit 2 comes from the value)."""
+    res = invoke([], tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
+def test_huge_but_harmless_values_are_accepted(tmp_path):
+    """A batch cap or a top-k far above the number of candidates is not an error: the run uses what exists."""
+    res = invoke(["--max-batch", str(10**20), "--top-k", "1000000"], tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("best*.png")) == ["best.png", "best_2.png", "best_large.png"]
+
+
+# --------------------------------------------------------------------------- random junk and combinations
+
+NAME_OPTIONS = {
+    "--strategy": lambda t: t not in _STRATEGIES,
+    "--verifier": lambda t: t not in available_verifiers(),
+    "--scheduler": lambda t: t not in SOLVERS,
+    "--model": lambda t: t.strip() not in ("stub", "toyworld") and not t.startswith("tiny-random"),
+}
+JUNK = st.text(max_size=20)
+
+
+def _is_valid_device(text: str) -> bool:
+    try:
+        resolve_device(text)
+        return True
+    except Exception:
+        return False
+
+
+@FUZZ
+@given(st.sampled_from(sorted(NAME_OPTIONS)), JUNK)
+def test_random_names_are_one_line_errors(tmp_path_factory, option, text):
+    assume(NAME_OPTIONS[option](text))
+    res = invoke([option, text], tmp_path_factory.mktemp("out"))
+    assert_one_line_error(res)
+
+
+@FUZZ
+@given(st.sampled_from(["--device", "--dtype"]), JUNK)
+def test_random_devices_and_dtypes_are_one_line_errors(tmp_path_factory, option, text):
+    import noisesearch.models as models
+
+    if option == "--device":
+        assume(text not in ("auto",) and not _is_valid_device(text))
+    else:
+        assume(text not in ("auto", "fp32", "float32", "bf16", "bfloat16"))
+    saved = models._from_pretrained
+    models._from_pretrained = lambda *a, **k: pytest.fail("weights were loaded despite a bad value")
+    try:
+        res = invoke([option, text, "--device" if option == "--dtype" else "--dtype",
+                      "cpu" if option == "--dtype" else "fp32"], tmp_path_factory.mktemp("out"),
+                     model="toyworld", verifier="toyclip")
+    finally:
+        models._from_pretrained = saved
+    assert_one_line_error(res)
+
+
+BAD_INTS = {
+    "--budget": st.integers(max_value=0),
+    "--candidates": st.integers(max_value=0),
+    "--steps": st.one_of(st.integers(max_value=0), st.integers(min_value=10_001)),
+    "--height": st.one_of(st.integers(max_value=7), st.integers(min_value=16_385)),
+    "--width": st.one_of(st.integers(max_value=7), st.integers(min_value=16_385)),
+    "--seed": st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63)),
+    "--max-batch": st.integers(max_value=0),
+    "--top-k": st.integers(max_value=0),
+}
+BAD_FLOATS = {"--guidance": st.one_of(st.floats(max_value=-1e-9), st.sampled_from(["nan", "inf", "-inf"]))}
+VALID_EXTRAS = st.lists(st.sampled_from([
+    ["--seed", "7"], ["--max-batch", "1"], ["--top-k", "2"], ["--strategy", "zero-order"], ["--guidance", "0"],
+    ["--scheduler", "euler"], ["--height", "16"], ["--strategy", "random"],
+]), max_size=3)
+
+
+@FUZZ
+@given(st.data())
+def test_random_combinations_of_bad_values_are_one_line_errors(tmp_path_factory, data):
+    """1-3 bad numeric values (random magnitudes, incl. beyond 64 bits) mixed with valid options."""
+    options = data.draw(st.lists(st.sampled_from(sorted(BAD_INTS) + sorted(BAD_FLOATS)), min_size=1, max_size=3,
+                                 unique=True))
+    args = [w for extra in data.draw(VALID_EXTRAS) for w in extra]
+    for option in options:
+        value = data.draw(BAD_INTS[option] if option in BAD_INTS else BAD_FLOATS[option])
+        args += [option, value if isinstance(value, str) else repr(value)]
+    assert_one_line_error(invoke(args, tmp_path_factory.mktemp("out")))
+
+
+@FUZZ
+@given(st.data())
+def test_random_combinations_of_table_cases_are_one_line_errors(files, tmp_path_factory, data):
+    """Two or three of the single bad inputs above together still give exactly one cause."""
+    cases = data.draw(st.lists(st.sampled_from(sorted(BAD)), min_size=2, max_size=3, unique=True))
+    args = [w for case in cases for w in _fill(BAD[case][0], files)]
+    res = invoke(args, tmp_path_factory.mktemp("out"))
+    if res.exit_code == 0:  # a later value overrode an earlier bad one (e.g. two --strategy flags)
+        assume(False)
+    assert_one_line_error(res)
