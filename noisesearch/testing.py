@@ -8,6 +8,7 @@ compute equals actual calls.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,3 +68,18 @@ class StubAdapter:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         up = F.interpolate(latents[:, :3].float(), scale_factor=self.image_scale, mode="nearest")
         return torch.sigmoid(up)
+
+
+def tiny_open_clip(name: str, config: dict, folder: Path, seed: int = 0) -> torch.nn.Module:
+    """Registers the open_clip architecture ``name`` from a config dict (written to ``folder``) and
+    returns its random-weight model in eval mode: official-layout checkpoints for tests are written
+    from it, no download needed."""
+    import json
+
+    import open_clip
+
+    path = Path(folder) / f"{name}.json"
+    path.write_text(json.dumps(config))
+    open_clip.add_model_config(path)
+    torch.manual_seed(seed)
+    return open_clip.create_model(name, pretrained=None).eval()

@@ -5,7 +5,6 @@ A tiny random-weight open_clip architecture stands in for real checkpoints (no d
 
 from __future__ import annotations
 
-import json
 
 import open_clip
 import pytest
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.clip import CLIPScoreVerifier
+from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-tiny-clip"
 TINY_CFG = {
@@ -28,10 +28,7 @@ PROMPTS = ["a red circle", "two blue squares", "a red circle", "a green triangle
 def tiny(tmp_path_factory):
     """(model, tokenizer, checkpoint path) of a registered tiny open_clip config, random weights."""
     d = tmp_path_factory.mktemp("cfg")
-    (d / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(d / f"{TINY}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None).eval()
+    model = tiny_open_clip(TINY, TINY_CFG, d)
     ckpt = d / "tiny.safetensors"
     from safetensors.torch import save_file
 

@@ -9,18 +9,17 @@ loaders raise a clear one-line ``ValueError`` and that the marker never appears.
 
 from __future__ import annotations
 
-import json
 import pickle
 import shutil
 from pathlib import Path
 
-import open_clip
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
 from noisesearch.verifiers.checkpoints import load_weights
+from noisesearch.testing import tiny_open_clip
 
 TINY_CLIP = "nstest-hardening-clip"
 TINY_CLIP_CFG = {
@@ -74,10 +73,7 @@ def assert_refused(err: pytest.ExceptionInfo, marker: Path) -> None:
 def tiny_clip(tmp_path_factory):
     """A registered tiny open_clip architecture and its random-weight model."""
     d = tmp_path_factory.mktemp("clipcfg")
-    (d / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CFG))
-    open_clip.add_model_config(d / f"{TINY_CLIP}.json")
-    torch.manual_seed(0)
-    return open_clip.create_model(TINY_CLIP, pretrained=None).eval()
+    return tiny_open_clip(TINY_CLIP, TINY_CLIP_CFG, d)
 
 
 def test_the_payload_really_runs_code_when_unpickled_unsafely(tmp_path):

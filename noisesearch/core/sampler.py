@@ -281,18 +281,23 @@ class DenoisingCore:
         if trajectory.step == self.schedule.num_steps and not fresh:
             return trajectory.x
         if fresh or trajectory.x0 is None:
-            if trajectory.step == self.schedule.num_steps:
-                raise ValueError("a finished trajectory has no further level to evaluate")
-            self.meter.reserve(len(trajectory))
-            with self.meter.phase("denoise"):
-                outs = self._map_chunks(
-                    len(trajectory),
-                    lambda sl: self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl])[0],
-                )
-            trajectory.x0 = torch.cat(outs)
+            trajectory.x0 = self._evaluate(trajectory)[0]
             trajectory.x0_step = trajectory.step
         return trajectory.x0
 
+    def _evaluate(self, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        """One metered network evaluation of every candidate at its current step: ``(x0, eps)``."""
+        if trajectory.step == self.schedule.num_steps:
+            raise ValueError("a finished trajectory has no further level to evaluate")
+        self.meter.reserve(len(trajectory))
+        with self.meter.phase("denoise"):
+            outs = self._map_chunks(
+                len(trajectory),
+                lambda sl: self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl]),
+            )
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    @torch.no_grad()
     def invert(self, trajectory: Trajectory, to_step: int) -> Trajectory:
         """Deterministic DDIM inversion (Song et al. 2021; Mokady et al. 2023) to the noisier step ``to_step``.
 
@@ -303,16 +308,7 @@ class DenoisingCore:
         """
         if not 0 <= to_step < trajectory.step:
             raise ValueError(f"inversion goes to an earlier step: {trajectory.step} -> {to_step}")
-        if trajectory.step == self.schedule.num_steps:
-            raise ValueError("a finished trajectory has no level to evaluate; invert from an earlier step")
-        self.meter.reserve(len(trajectory))
-        with self.meter.phase("denoise"):
-            outs = self._map_chunks(
-                len(trajectory),
-                lambda sl: self._evaluate_chunk(trajectory.x[sl], trajectory.step, trajectory.prompt_index[sl]),
-            )
-        x0 = torch.cat([o[0] for o in outs])
-        eps = torch.cat([o[1] for o in outs])
+        x0, eps = self._evaluate(trajectory)
         alpha, sigma = self.schedule.level(to_step)
         return replace(trajectory, x=alpha * x0 + sigma * eps, step=to_step, x0=None, x0_step=-1)
 

@@ -5,9 +5,7 @@ L2 normalisation, the linear layers), image by image."""
 
 from __future__ import annotations
 
-import json
 
-import open_clip
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -16,6 +14,7 @@ from torchvision.transforms import InterpolationMode
 
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.aesthetic import load_aesthetic
+from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-aesthetic-tiny"
 TINY_CFG = {
@@ -48,10 +47,7 @@ def _offline_env(monkeypatch, tmp_path):
 def files(tmp_path_factory):
     """(clip model, its checkpoint file, head state dict, folder with the head file)."""
     d = tmp_path_factory.mktemp("aesthetic")
-    (d / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(d / f"{TINY}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None).eval()
+    model = tiny_open_clip(TINY, TINY_CFG, d)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "clip.safetensors"))
     head = official_head(TINY_CFG["embed_dim"])
     (d / "head").mkdir()

@@ -6,7 +6,6 @@ image @ text features)."""
 from __future__ import annotations
 
 import functools
-import json
 
 import open_clip
 import pytest
@@ -16,6 +15,7 @@ from torchvision.transforms import InterpolationMode
 
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.hps import HPSVerifier, load_hps
+from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-hps-tiny"
 TINY_CFG = {
@@ -39,10 +39,7 @@ def _offline_env(monkeypatch, tmp_path):
 def tiny(tmp_path_factory):
     """(model, folder holding both official checkpoint files) for a tiny registered config."""
     d = tmp_path_factory.mktemp("hps")
-    (d / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(d / f"{TINY}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(TINY, pretrained=None).eval()
+    model = tiny_open_clip(TINY, TINY_CFG, d)
     ckpts = d / "ckpts"
     ckpts.mkdir()
     # the official layout: torch.save of a dict whose "state_dict" loads into the open_clip model
