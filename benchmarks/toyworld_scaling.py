@@ -6,7 +6,8 @@ every learned verifier and judged by the ground-truth evaluator (pixel parsing, 
 learned models). Because candidate i always has seed i, random search with N candidates is exactly
 the first N of them, so best-of-1/4/16/64 come from one run. Reported per verifier: ground-truth
 satisfaction of the chosen image per category, the verifier's own mean score of the chosen image,
-and an ``oracle`` row (any of the first N satisfies: the ceiling of a perfect verifier).
+a ``rank-ensemble`` row (both verifiers, rank mean over the N candidates, as Ma et al. 2025's
+ensemble) and an ``oracle`` row (any of the first N satisfies: the ceiling of a perfect verifier).
 
 Last line: ``RESULT base=<rate> best16=<rate> best64=<rate>`` for the strongest verifier at 16.
 """
@@ -26,6 +27,13 @@ import noisesearch
 from noisesearch.toyworld import evaluator, grammar
 
 VERIFIERS = ("toyclip", "toyrelation")
+ENSEMBLE = "rank-ensemble"  # both verifiers, rank mean over the N candidates (Ma et al. 2025)
+
+
+def rank_mean(scores: list[np.ndarray]) -> np.ndarray:
+    """Mean over verifiers of each candidate's rank among the candidates (0 = worst), as
+    :class:`noisesearch.verifiers.ensemble.RankEnsemble` ranks a batch."""
+    return np.mean([np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in scores], axis=0)
 
 
 def heldout_subset(per_category: dict[str, int] | int) -> list[tuple[str, str]]:
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
 
     cats = sorted({r["category"] for r in records})
     table: dict[str, dict[int, dict[str, float]]] = {}
-    for name in (*VERIFIERS, "oracle"):
+    for name in (*VERIFIERS, ENSEMBLE, "oracle"):
         table[name] = {}
         for k in ks:
             row: dict[str, float] = {}
@@ -86,6 +94,9 @@ def run(args: argparse.Namespace) -> dict:
                 for r in (r for r in records if r["category"] == cat):
                     if name == "oracle":
                         sats.append(bool(r["ok"][:k].any()))
+                    elif name == ENSEMBLE:
+                        j = int(np.argmax(rank_mean([r["scores"][v][:k] for v in VERIFIERS])))
+                        sats.append(bool(r["ok"][j]))
                     else:
                         j = int(np.argmax(r["scores"][name][:k]))  # ties: lowest seed, as the engine
                         sats.append(bool(r["ok"][j]))
@@ -165,7 +176,7 @@ def main() -> None:
     plot(summary, args.out / f"toyworld_scaling{suffix}.png")
     t = summary["table"]
     k16 = 16 if 16 in summary["ks"] else max(summary["ks"])
-    strongest = max(VERIFIERS, key=lambda v: t[v][k16]["all"])
+    strongest = max((*VERIFIERS, ENSEMBLE), key=lambda v: t[v][k16]["all"])
     best64 = t[strongest][64]["all"] if 64 in t[strongest] else float("nan")
     print(f"strongest verifier at N={k16}: {strongest}")
     print(f"RESULT base={t[strongest][1]['all']:.3f} best16={t[strongest][k16]['all']:.3f} best64={best64:.3f}")

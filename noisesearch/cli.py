@@ -125,6 +125,8 @@ def run(
         prompts = read_prompts(prompt, prompts_file)
         if top_k < 1:
             raise UserError(f"--top-k must be >= 1, got {top_k}")
+        if prior not in ("none", "npnet"):
+            raise UserError(f"unknown --prior {prior!r}; choose 'none' or 'npnet'")
         if not 0 <= seed < 2**63:  # candidate seeds seed+i must fit torch's 64-bit generator seeds
             raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
         from noisesearch.report import ensure_writable_dir

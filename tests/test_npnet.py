@@ -317,6 +317,13 @@ def test_cli_collect_and_train_run_and_reject_bad_values(tmp_path):
     assert result.exit_code == 2 and "not an NPD folder" in result.output
     result = runner.invoke(app, ["npnet", "train", str(npd), "--out", str(tmp_path / "x.pt")])
     assert result.exit_code == 2 and ".safetensors" in result.output
+    result = runner.invoke(app, ["run", "-p", "a red circle", "--prior", "golden", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "unknown --prior 'golden'" in result.output
+    result = runner.invoke(app, ["run", "-p", "a red circle", "--npnet-checkpoint", str(tmp_path / "n.safetensors"),
+                                 "--model", "stub", "--verifier", "toyclip", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--npnet-checkpoint needs --prior npnet" in result.output
+    result = runner.invoke(app, ["run", "-p", "a red circle", "--prior", "npnet", "--model", "stub", "--verifier", "toyclip", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "no NPNet ships for model family 'stub'" in result.output
 
 
 def test_core_ddim_inversion_moves_along_the_prediction_and_costs_one_nfe_per_candidate():
