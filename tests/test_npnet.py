@@ -342,3 +342,22 @@ def test_core_ddim_inversion_moves_along_the_prediction_and_costs_one_nfe_per_ca
     assert torch.allclose(inverted.x, a1 * x0 + s1 * eps, atol=1e-5)
     with pytest.raises(ValueError, match="earlier step"):
         core.invert(traj, to_step=3)
+
+
+@pytest.mark.parametrize("budget", [4, 7, 13])
+def test_npnet_strategy_keeps_the_contract(toyworld, budget):
+    """The strategy contract (tests/strategies/test_contract.py) on the embedded world with its shipped
+    NPNet: budget never exceeded, accounting equals the calls, same result in any batch size."""
+    from noisesearch.api import search
+
+    def go(max_batch: int):
+        return search(toyworld, "two blue squares", strategy="npnet", verifier="toyclip", budget=budget, steps=2,
+                      guidance=4.0, seed=3, max_batch=max_batch)
+
+    a, b, c = go(8), go(8), go(1)
+    acc = a.accounting
+    assert acc.nfe <= budget and budget - acc.nfe < 2
+    assert acc.network_rows == 2 * acc.nfe and acc.prior_calls == len(a.candidates) == budget // 2
+    assert [x.seed for x in a.candidates] == [x.seed for x in c.candidates] == list(range(3, 3 + budget // 2))
+    assert torch.equal(a.scores, b.scores) and torch.allclose(a.scores, c.scores, atol=1e-4)
+    assert a.best.score == max(x.score for x in a.candidates)

@@ -49,7 +49,7 @@ def test_round_trip_through_plain_data() -> None:
         ({"prompt_limit": 0}, "'prompt_limit' must be a positive integer (or left out), got 0"),
         ({"guidance": -1.0}, "'guidance' must be a finite number >= 0"),
         ({"dtype": "fp8"}, "'dtype' must be one of auto, fp32"),
-        ({"prompts": ""}, "'prompts' must be a prompts file or a built-in set (toyworld-heldout)"),
+        ({"prompts": ""}, "'prompts' must be a prompts file or a built-in set (toyworld-heldout, toyworld-train)"),
         ({"strategies": [{"round_size": 1}]}, "entry {'round_size': 1} has no 'name'"),
         ({"strategies": [3]}, "takes names or tables with a 'name'"),
         ({"strategies": ["random", "random"]}, "lists 'random' twice"),
