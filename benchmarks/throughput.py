@@ -20,7 +20,6 @@ fraction of the GPU's measured bf16 matmul peak.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
