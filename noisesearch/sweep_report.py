@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,13 +222,10 @@ class _Images:
         return Path(os.path.relpath(path, self.html_dir)).as_posix()
 
 
-def _summary_table(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list[Any]]) -> str:
-    metrics = ["search_score", *axes["evals"]]
-    head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
-    out = [
-        '<table><tr><th class="l">strategy</th><th class="l">search verifier</th><th>budget (NFE)</th><th>prompts</th>'
-        f"{head}<th>NFE used</th><th>verifier calls</th><th>seconds</th></tr>"
-    ]
+def _configurations(
+    rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list[Any]]
+) -> Iterator[tuple[Any, Any, Any, list[dict[str, Any]]]]:
+    """(strategy, search verifier, budget, its rows) of ``model`` in axis order, skipping empty ones."""
     for strategy in axes["strategies"]:
         for verifier in axes["search_verifiers"]:
             for budget in axes["budgets"]:
@@ -236,17 +233,27 @@ def _summary_table(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, l
                     r for r in rows
                     if r["model"] == model and r["strategy"] == strategy and r["search_verifier"] == verifier and r["budget_nfe"] == budget
                 ]
-                if not sel:
-                    continue
-                cells = "".join(f"<td>{_fmt(_stat(sel, m))}</td>" for m in metrics)
-                nfe = _mean(r["accounting"].get("nfe") for r in sel)
-                calls = _mean(r["accounting"].get("verifier_calls") for r in sel)
-                secs = _mean((r.get("timing") or {}).get("row") for r in sel)
-                out.append(
-                    f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>'
-                    f"<td>{len({r['prompt'] for r in sel})}</td>{cells}<td>{nfe or 0:.0f}</td><td>{calls or 0:.1f}</td>"
-                    f"<td>{secs or 0:.2f}</td></tr>"
-                )
+                if sel:
+                    yield strategy, verifier, budget, sel
+
+
+def _summary_table(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list[Any]]) -> str:
+    metrics = ["search_score", *axes["evals"]]
+    head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
+    out = [
+        '<table><tr><th class="l">strategy</th><th class="l">search verifier</th><th>budget (NFE)</th><th>prompts</th>'
+        f"{head}<th>NFE used</th><th>verifier calls</th><th>seconds</th></tr>"
+    ]
+    for strategy, verifier, budget, sel in _configurations(rows, model, axes):
+        cells = "".join(f"<td>{_fmt(_stat(sel, m))}</td>" for m in metrics)
+        nfe = _mean(r["accounting"].get("nfe") for r in sel)
+        calls = _mean(r["accounting"].get("verifier_calls") for r in sel)
+        secs = _mean((r.get("timing") or {}).get("row") for r in sel)
+        out.append(
+            f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>'
+            f"<td>{len({r['prompt'] for r in sel})}</td>{cells}<td>{nfe or 0:.0f}</td><td>{calls or 0:.1f}</td>"
+            f"<td>{secs or 0:.2f}</td></tr>"
+        )
     out.append("</table>")
     return "".join(out)
 
@@ -257,17 +264,9 @@ def _category_table(rows: Sequence[dict[str, Any]], model: str, metric: str, axe
         f"<h3>{_e(metric)} by category</h3><table><tr><th class=\"l\">strategy</th><th class=\"l\">search verifier</th>"
         "<th>budget</th>" + "".join(f"<th>{_e(c)}</th>" for c in cats) + "</tr>"
     ]
-    for strategy in axes["strategies"]:
-        for verifier in axes["search_verifiers"]:
-            for budget in axes["budgets"]:
-                sel = [
-                    r for r in rows
-                    if r["model"] == model and r["strategy"] == strategy and r["search_verifier"] == verifier and r["budget_nfe"] == budget
-                ]
-                if not sel:
-                    continue
-                cells = "".join(f"<td>{_fmt(_stat([r for r in sel if r.get('category') == c], metric))}</td>" for c in cats)
-                out.append(f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>{cells}</tr>')
+    for strategy, verifier, budget, sel in _configurations(rows, model, axes):
+        cells = "".join(f"<td>{_fmt(_stat([r for r in sel if r.get('category') == c], metric))}</td>" for c in cats)
+        out.append(f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>{cells}</tr>')
     out.append("</table>")
     return "".join(out)
 
