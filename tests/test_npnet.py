@@ -313,6 +313,8 @@ def test_cli_collect_and_train_run_and_reject_bad_values(tmp_path):
     npd = tmp_path / "npd"
     result = runner.invoke(app, ["npnet", "collect", "--out", str(npd), "--pairs-per-prompt", "0"])
     assert result.exit_code == 2 and "pairs_per_prompt must be a positive integer" in result.output
+    result = runner.invoke(app, ["npnet", "collect", "--out", str(npd), "--max-shards", "0"])
+    assert result.exit_code == 2 and "--max-shards must be >= 1" in result.output
     result = runner.invoke(app, ["npnet", "train", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "not an NPD folder" in result.output
     result = runner.invoke(app, ["npnet", "train", str(npd), "--out", str(tmp_path / "x.pt")])

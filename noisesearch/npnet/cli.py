@@ -72,6 +72,8 @@ def collect_command(
     from noisesearch.prompts import PromptError, load_prompts
 
     try:
+        if max_shards is not None and max_shards < 1:
+            raise ValueError(f"--max-shards must be >= 1, got {max_shards}")
         config = CollectConfig(guidance_high, guidance_low, margin, pairs_per_prompt, shard_size, seed)
         items = [p.text for p in load_prompts(prompts)]
         adapter = load_model(model, device=device, dtype=dtype)
@@ -154,6 +156,10 @@ def train_command(
         except ValueError as e:
             fail(str(e))
             return
+        except KeyboardInterrupt:
+            saved = f"the best checkpoint so far is in {out}" if out.exists() else "no epoch had finished: nothing was written"
+            console.print(f"interrupted: {saved}")
+            raise typer.Exit(code=130)
     console.print(json.dumps({"out": str(summary.path), "train_pairs": summary.train_pairs, "val_pairs": summary.val_pairs,
                               "best_epoch": summary.best_epoch, "best_val_loss": round(summary.best_val_loss, 5),
                               "identity_val_loss": round(summary.identity_val_loss, 5), "seconds": summary.seconds}))
