@@ -84,18 +84,20 @@ def _prompts_digest(prompts: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:16]
 
 
-def re_denoise(
-    adapter: ModelAdapter,
-    core_config: CoreConfig,
-    noise: torch.Tensor,
-    prompts: Sequence[str],
-    seeds: Sequence[int],
-    config: CollectConfig,
-    meter: Meter,
-) -> torch.Tensor:
-    """``x'_T`` for each standard noise: one DDIM step at ``ω_l``, one DDIM inversion at ``ω_w``."""
+def re_denoise_cores(
+    adapter: ModelAdapter, core_config: CoreConfig, config: CollectConfig, meter: Meter
+) -> tuple[DenoisingCore, DenoisingCore]:
+    """DDIM cores at guidance ``ω_l`` (the step) and ``ω_w`` (the inversion), sharing ``meter``."""
     high = DenoisingCore(adapter, replace(core_config, solver="ddim", guidance=config.guidance_high), meter=meter)
     low = DenoisingCore(adapter, replace(core_config, solver="ddim", guidance=config.guidance_low), meter=meter)
+    return high, low
+
+
+def re_denoise(
+    high: DenoisingCore, low: DenoisingCore, noise: torch.Tensor, prompts: Sequence[str], seeds: Sequence[int]
+) -> torch.Tensor:
+    """``x'_T`` for each standard noise: one DDIM step on ``high``, one DDIM inversion on ``low``
+    (cores from :func:`re_denoise_cores`, built once so each prompt is encoded once)."""
     stepped = high.run(high.start(noise, prompts, seeds), until=1)
     at_t1 = Trajectory(x=stepped.x, step=1, prompt_index=low.prompt_indices(prompts), seeds=list(seeds))
     return low.invert(at_t1, to_step=0).x / low.schedule.init_scale
@@ -153,6 +155,7 @@ def collect(
     total = math.ceil(units / config.shard_size)
     meter = Meter(device=adapter.device)
     sample_core = DenoisingCore(adapter, core_config, meter=meter)
+    high, low = re_denoise_cores(adapter, core_config, config, meter)
     start_time = time.perf_counter()
     computed = tried = kept_total = 0
     for shard in range(total):
@@ -165,7 +168,7 @@ def collect(
         seeds = [config.seed + k for k in range(lo, hi)]
         texts = [prompts[i] for i in prompt_ids]
         noise = sample_core.initial_noise(seeds)
-        golden = re_denoise(adapter, core_config, noise, texts, seeds, config, meter)
+        golden = re_denoise(high, low, noise, texts, seeds)
         images = sample_core.decode(sample_core.run(sample_core.start(torch.cat([noise, golden]), texts * 2, seeds * 2)).x)
         scores = _score(verifier, images, texts * 2)
         s_noise, s_golden = scores[: len(seeds)], scores[len(seeds):]
