@@ -6,7 +6,7 @@ every learned verifier and judged by the ground-truth evaluator (pixel parsing, 
 learned models). Because candidate i always has seed i, random search with N candidates is exactly
 the first N of them, so best-of-1/4/16/64 come from one run. Reported per verifier: ground-truth
 satisfaction of the chosen image per category, the verifier's own mean score of the chosen image,
-a ``rank-ensemble`` row (both verifiers, rank mean over the N candidates, as Ma et al. 2025's
+a ``rank-ensemble`` row (all verifiers, rank mean over the N candidates, as Ma et al. 2025's
 ensemble) and an ``oracle`` row (any of the first N satisfies: the ceiling of a perfect verifier).
 
 Last line: ``RESULT base=<rate> best16=<rate> best64=<rate>`` for the strongest verifier at 16.
@@ -26,8 +26,8 @@ import torch
 import noisesearch
 from noisesearch.toyworld import evaluator, grammar
 
-VERIFIERS = ("toyclip", "toyrelation")
-ENSEMBLE = "rank-ensemble"  # both verifiers, rank mean over the N candidates (Ma et al. 2025)
+VERIFIERS = ("toyclip", "toyrelation", "toydetect")
+ENSEMBLE = "rank-ensemble"  # all verifiers, rank mean over the N candidates (Ma et al. 2025)
 
 
 def rank_mean(scores: list[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ from noisesearch.core.sampler import CoreConfig, DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.models import load_model
 from noisesearch.strategies.base import Strategy, make_strategy
-from noisesearch.verifiers.base import Verifier, as_verifier, load_verifier
+from noisesearch.verifiers.base import Verifier, as_verifier, check_prompt, load_verifier
 
 
 def _ensure_registrations() -> None:
@@ -115,6 +115,7 @@ def search(
     core = DenoisingCore(adapter, config)
     strat = resolve_strategy(strategy, strategy_options or {})
     verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
+    check_prompt(verif, prompt.strip())  # before any compute: a verifier may not read every prompt
     nfe_budget = budget_from(budget, candidates, config.steps)
     ctx = SearchContext(core, verif, prompt.strip(), nfe_budget, seed=seed, prior=prior)
     if progress is not None:

@@ -139,6 +139,7 @@ def run(
     from noisesearch.api import resolve_strategy, resolve_verifier, search
     from noisesearch.models import load_model
     from noisesearch.report import slug, write_outputs
+    from noisesearch.verifiers.base import check_prompt
 
     _install_sigterm_as_interrupt()
     results = []
@@ -167,6 +168,8 @@ def run(
 
         budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
+        for text in prompts:  # all prompts up front: no run stops halfway on a prompt it cannot score
+            check_prompt(verif, text)
         noise_prior = _noise_prior(prior, strategy, npnet_checkpoint, adapter.info.family)
     except (ValueError, FileNotFoundError, ImportError) as e:
         fail(str(e))

@@ -61,7 +61,7 @@ TINY_RANDOM_MODELS: dict[str, str] = {
 
 #: per-family sampling defaults when the user gives none: (steps, guidance, verifier)
 RECOMMENDED: dict[str, dict[str, Any]] = {
-    "toyworld": {"steps": 20, "guidance": 4.0, "verifier": "toyclip"},
+    "toyworld": {"steps": 20, "guidance": 4.0, "verifier": "toydetect"},
     "tiny-random": {"steps": 10, "guidance": 4.0, "verifier": "toyclip"},
     "sd": {"steps": 30, "guidance": 7.5, "verifier": "clipscore"},
     "sdxl": {"steps": 30, "guidance": 5.0, "verifier": "clipscore"},

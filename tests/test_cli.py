@@ -81,11 +81,24 @@ def test_lists():
 
 
 @pytest.mark.skipif(not (TOYWORLD_DIR / "model_index.json").exists(), reason="embedded toyworld weights not built")
+def test_a_prompt_the_default_verifier_cannot_read_fails_before_generating(tmp_path):
+    # the embedded world's default verifier (toydetect) parses the world's grammar; every prompt
+    # of a prompts file is checked before the first image is made
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na red cat\n")
+    out = tmp_path / "out"
+    result = invoke("run", "--prompts-file", str(prompts), "--out", str(out))
+    assert_user_error(result, "toydetect scores toyworld prompts only")
+    assert "'cat'" in result.output
+    assert not list(out.rglob("*.png"))
+
+
 def test_run_on_the_embedded_default_writes_outputs(tmp_path):
     out = tmp_path / "run"
     result = invoke("run", "--prompt", "a red circle left of a blue square", "--candidates", "4", "--out", str(out), "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
+    assert report["verifier"] == "toydetect"
     assert [c["seed"] for c in report["candidates"]] == [0, 1, 2, 3]
     assert report["accounting"]["nfe"] == 4 * report["settings"]["steps"]
     assert report["settings"]["versions"]["torch"]

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld.detector import COLOR_NAMES, SHAPE_NAMES, ToyDetectConfig, ToyDetectNet
 from noisesearch.toyworld.grammar import ObjectSpec, PromptSpec
 from noisesearch.toyworld.verifier_models import (
     WEIGHTS_DIR,
@@ -78,7 +79,10 @@ from noisesearch.toyworld.verifier_models import (
 )
 
 NEGATIVE_TYPES: tuple[str, ...] = ("color_swap", "color", "shape", "count", "relation")
-KINDS: tuple[str, ...] = ("toyclip", "toyrelation")
+KINDS: tuple[str, ...] = ("toyclip", "toyrelation", "toydetect")
+#: what each verifier's score means (recorded in metrics.json)
+SCORES: dict[str, str] = {"toyclip": "CLIPScore 2.5·max(cos, 0)", "toyrelation": "match logit (log-odds)",
+                          "toydetect": "log P(image satisfies prompt) from detections"}
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ DEFAULTS: dict[str, TrainConfig] = {
         category_weights=(1.0, 2.0, 3.0, 1.5),
         negative_type_weights=(6.0, 1.0, 1.0, 2.0, 4.0),
     ),
+    # a detector learns from dense per-cell labels: 64 scenes per step, ~0.4 s per step on 2 threads
+    "toydetect": TrainConfig(steps=2500, minutes=20.0, groups=64, lr=2e-3, threads=2),
 }
 QUICK = TrainConfig(steps=3, minutes=1.0, groups=4, eval_specs=8)
 
@@ -301,6 +307,9 @@ def build(kind: str, tokenizer: WordTokenizer) -> tuple[torch.nn.Module, object]
     if kind == "toyrelation":
         cfg = ToyRelationConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length)
         return ToyRelationNet(cfg), cfg
+    if kind == "toydetect":
+        cfg = ToyDetectConfig()
+        return ToyDetectNet(cfg), cfg
     raise ValueError(f"unknown verifier {kind!r}; use one of {list(KINDS)}")
 
 
@@ -419,6 +428,85 @@ def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Ten
     return loss, {"bce": bce.item(), "aux": aux.item(), "ground": gnd.item()}
 
 
+# ------------------------------------------------------------------------------- toydetect
+
+
+def sample_scenes(rng: np.random.Generator, n: int, split: str = "train") -> list[scenes.Scene]:
+    """``n`` scenes of random specs of ``split`` (categories uniform): 1-3 objects each."""
+    return [grammar.sample_scene(grammar.sample_spec(rng, split), rng) for _ in range(n)]
+
+
+def detection_targets(scene_list: Sequence[scenes.Scene], grid: int) -> dict[str, torch.Tensor]:
+    """Dense labels on the ``grid``×``grid`` cells from the scene descriptions (CenterNet targets):
+
+    - ``heatmap`` [N, 1, g, g]: Gaussian bumps (σ = size/6 of the object, in cells) at each object's
+      area centroid, exactly 1 at the cell holding it; ``centre`` [N, g, g] marks those cells;
+    - ``offset`` [N, 2, g, g]: where in its cell the centroid lies (x, y in [-0.5, 0.5]);
+    - ``color`` [N, g, g]: colour class of the object covering the cell centre (0 = background);
+    - ``shape`` [N, g, g]: shape class there, -1 on background (ignored)."""
+    n = len(scene_list)
+    centres = (np.arange(grid) + 0.5) / grid
+    xs, ys = centres[None, :], centres[:, None]
+    heat = np.zeros((n, 1, grid, grid), dtype=np.float32)
+    centre = np.zeros((n, grid, grid), dtype=bool)
+    offset = np.zeros((n, 2, grid, grid), dtype=np.float32)
+    color = np.zeros((n, grid, grid), dtype=np.int64)
+    shape = np.full((n, grid, grid), -1, dtype=np.int64)
+    for i, scene in enumerate(scene_list):
+        for o in scene.objects:
+            inside = scenes.shape_mask(o.shape, o.x, o.y, o.size, xs, ys)
+            color[i][inside] = COLOR_NAMES.index(o.color) + 1
+            shape[i][inside] = SHAPE_NAMES.index(o.shape)
+            cx, cy = (v * grid for v in o.centroid)
+            col, row = min(int(cx), grid - 1), min(int(cy), grid - 1)
+            sigma = max(o.size * grid / 6, 0.5)
+            bump = np.exp(-((xs * grid - cx) ** 2 + (ys * grid - cy) ** 2) / (2 * sigma**2))
+            heat[i, 0] = np.maximum(heat[i, 0], bump)
+            heat[i, 0, row, col] = 1.0
+            centre[i, row, col] = True
+            offset[i, :, row, col] = (cx - col - 0.5, cy - row - 0.5)
+    return {k: torch.from_numpy(v) for k, v in
+            dict(heatmap=heat, centre=centre, offset=offset, color=color, shape=shape).items()}
+
+
+def recolor(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random colour transform per image that keeps the background: ``bg + s·Q (x - bg)`` with a
+    random orthogonal ``Q`` and a gain ``s`` in [0.7, 1.2]. What the detector's shape branch sees
+    in training, so that objectness and shape cannot depend on colour."""
+    B = images.shape[0]
+    bg = torch.tensor(scenes.BACKGROUND, dtype=images.dtype).view(1, 3, 1, 1)
+    q, r = torch.linalg.qr(torch.randn(B, 3, 3, generator=generator))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :]  # uniform over O(3)
+    gain = 0.7 + 0.5 * torch.rand(B, 1, 1, generator=generator)
+    x = torch.einsum("bij,bjhw->bihw", (gain * q).to(images.dtype), images - bg) + bg
+    return x.clamp(0.0, 1.0)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss (α = 2, β = 4), normalised by the number of centres."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).to(p.dtype)
+    pos_loss = -torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = -torch.log(1 - p) * p**2 * (1 - target) ** 4 * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp_min(1.0)
+
+
+def detect_loss(model: ToyDetectNet, images: torch.Tensor, shape_images: torch.Tensor,
+                targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Heatmap focal loss + centre-offset L1 + per-cell shape and colour cross-entropy."""
+    maps = model(images, shape_images)
+    heat = focal_loss(maps["heatmap"], targets["heatmap"])
+    centre = targets["centre"][:, None].expand(-1, 2, -1, -1)
+    off = F.l1_loss(maps["offset"][centre], targets["offset"][centre]) if centre.any() else heat * 0
+    shp = F.cross_entropy(maps["shape"], targets["shape"], ignore_index=-1)
+    # object cells are ~10% of the grid: weight them up so colour errors on objects are not drowned
+    weight = torch.ones(1 + len(COLOR_NAMES))
+    weight[1:] = 4.0
+    col = F.cross_entropy(maps["color"], targets["color"], weight=weight)
+    loss = heat + off + shp + col
+    return loss, {"heat": heat.item(), "offset": off.item(), "shape": shp.item(), "color": col.item()}
+
+
 def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer, dict]:
     """Trains one verifier; returns (model in eval mode, model config, tokenizer, run info)."""
     torch.manual_seed(cfg.seed)
@@ -439,16 +527,24 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
     budget = cfg.minutes * 60.0
     step, progress, ema, seen = 0, 0.0, None, 0
     while progress < 1.0:
-        batch = sample_batch(rng, cfg.groups, category_weights=cfg.category_weights)
-        seen += len(batch.captions)
-        images = augment(batch.images, gen, p=cfg.augment_p)
-        tokens = tokenizer(batch.captions)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * _lr_factor(progress, cfg.warmup)
-        if kind == "toyclip":
-            loss, parts = clip_loss(model, images, tokens, batch.match)
+        if kind == "toydetect":  # scenes with dense labels, no captions
+            scene_list = sample_scenes(rng, cfg.groups)
+            seen += len(scene_list)
+            clean = torch.from_numpy(np.stack([scenes.render(s) for s in scene_list]))
+            images = augment(clean, gen, p=cfg.augment_p)
+            loss, parts = detect_loss(model, images, recolor(images, gen),
+                                      detection_targets(scene_list, mcfg.grid))
         else:
-            loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probes["grid"], tokenizer)
+            batch = sample_batch(rng, cfg.groups, category_weights=cfg.category_weights)
+            seen += len(batch.captions)
+            images = augment(batch.images, gen, p=cfg.augment_p)
+            tokens = tokenizer(batch.captions)
+            if kind == "toyclip":
+                loss, parts = clip_loss(model, images, tokens, batch.match)
+            else:
+                loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probes["grid"], tokenizer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -507,6 +603,7 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
     Images are encoded once: CLIPScore from embeddings (the same formula as ``score``), the
     relation matcher from its image tokens; anything else through ``score`` in chunks.
     """
+    from noisesearch.toyworld.detector import Detections, ToyDetectVerifier, satisfaction_log_prob
     from noisesearch.verifiers.clip import CLIPScoreVerifier
     from noisesearch.verifiers.toyworld import ToyRelationVerifier
 
@@ -514,6 +611,21 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
         fi = torch.cat([verifier.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
         ft = verifier.encode_texts(caps)
         return lambda i, c: (verifier.w * (fi[i] * ft[c]).sum(-1).clamp_min(0)).numpy()
+    if isinstance(verifier, ToyDetectVerifier):
+        det = [verifier.detect(imgs[k : k + 512]) for k in range(0, len(imgs), 512)]
+        det = Detections(*(torch.cat([getattr(d, f) for d in det]) for f in ("p", "color", "shape", "xy")))
+        specs = [grammar.parse(c) for c in caps]
+
+        def detect(i: np.ndarray, c: np.ndarray) -> np.ndarray:
+            out = np.empty(len(i))
+            for cap in np.unique(c):  # one batched pass per caption
+                rows = np.flatnonzero(c == cap)
+                sel = torch.from_numpy(i[rows])
+                sub = Detections(det.p[sel], det.color[sel], det.shape[sel], det.xy[sel])
+                out[rows] = satisfaction_log_prob(sub, specs[int(cap)], verifier.cfg).numpy()
+            return out
+
+        return detect
     if isinstance(verifier, ToyRelationVerifier):
         model = verifier.model
         tokens = verifier.tokenizer(caps)
@@ -564,7 +676,8 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     model, mcfg, tokenizer, info = train(kind, cfg, log)
     path = out / f"{kind}.safetensors"
-    save_verifier(path, kind, model, mcfg, tokenizer, extra={"train": asdict(cfg), **info})
+    save_verifier(path, kind, model, mcfg, None if kind == "toydetect" else tokenizer,
+                  extra={"train": asdict(cfg), **info})
     # measure what ships: the verifier as the registry loads it from the file just written
     from noisesearch.verifiers.toyworld import load_toy_verifier
 
@@ -579,7 +692,7 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
         "train_config": asdict(cfg),
         **info,
         "eval_seconds": round(time.perf_counter() - t0, 1),
-        "score": "CLIPScore 2.5·max(cos, 0)" if kind == "toyclip" else "match logit (log-odds)",
+        "score": SCORES[kind],
         **metrics,
     }
     _merge_metrics(out / "metrics.json", kind, entry)

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: shipped weights: ``<this folder>/weights/verifiers/{toyclip,toyrelation}.safetensors``
+#: shipped weights: ``<this folder>/weights/verifiers/{toyclip,toyrelation,toydetect}.safetensors``
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights" / "verifiers"
 
 #: fixed image normalisation of both toy verifiers (toyworld images are mostly light gray)
@@ -275,22 +275,24 @@ class ToyRelationNet(nn.Module):
 # ------------------------------------------------------------------------------------------- I/O
 
 
-def save_verifier(path: str | Path, kind: str, model: nn.Module, config: object, tokenizer: WordTokenizer,
+def save_verifier(path: str | Path, kind: str, model: nn.Module, config: object, tokenizer: WordTokenizer | None,
                   extra: dict | None = None, dtype: torch.dtype = torch.float16) -> None:
     """Writes weights (stored as ``dtype``, fp16 by default to halve the shipped size; loaded back as
-    fp32) with the config, vocabulary and ``extra`` in the safetensors metadata."""
+    fp32) with the config, vocabulary (if the verifier reads words) and ``extra`` in the safetensors
+    metadata."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().to(dtype).cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"kind": kind, "config": json.dumps(asdict(config)), "tokenizer": tokenizer.to_json(),
-            "extra": json.dumps(extra or {})}
+    meta = {"kind": kind, "config": json.dumps(asdict(config)), "extra": json.dumps(extra or {})}
+    if tokenizer is not None:
+        meta["tokenizer"] = tokenizer.to_json()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=meta)
     Path(path).chmod(0o644)  # shipped with the package: readable by everyone
 
 
 def load_verifier_file(path: str | Path, kind: str, device: str | torch.device = "cpu"):
-    """Returns (model in eval mode, config, tokenizer) from a file written by :func:`save_verifier`."""
+    """Returns (model in eval mode, config, tokenizer or None) from a file written by :func:`save_verifier`."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -310,9 +312,15 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
         raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err)})") from err
     if meta.get("kind") != kind:
         raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} verifier, not {kind!r}")
-    tokenizer = WordTokenizer.from_json(meta["tokenizer"])
+    tokenizer = WordTokenizer.from_json(meta["tokenizer"]) if "tokenizer" in meta else None
     cfg_dict = json.loads(meta["config"])
-    if kind == "toyclip":
+    if kind == "toydetect":
+        from noisesearch.toyworld.detector import ToyDetectConfig, ToyDetectNet
+
+        cfg_dict["widths"] = tuple(cfg_dict["widths"])
+        cfg = ToyDetectConfig(**cfg_dict)
+        model = ToyDetectNet(cfg)
+    elif kind == "toyclip":
         cfg = ToyCLIPConfig(**cfg_dict)
         model = build_toyclip(cfg)
     elif kind == "toyrelation":
@@ -320,7 +328,7 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
         cfg = ToyRelationConfig(**cfg_dict)
         model = ToyRelationNet(cfg)
     else:
-        raise ValueError(f"unknown toy verifier kind {kind!r}; use 'toyclip' or 'toyrelation'")
+        raise ValueError(f"unknown toy verifier kind {kind!r}; use 'toyclip', 'toyrelation' or 'toydetect'")
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     load_strict(model, state, path)  # a ValueError naming the first missing, unexpected or mis-shaped keys
     return model.to(device).eval().requires_grad_(False), cfg, tokenizer

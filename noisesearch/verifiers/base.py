@@ -32,6 +32,17 @@ class Verifier(Protocol):
 ScoreFn = Callable[[torch.Tensor, Sequence[str]], torch.Tensor]
 
 
+def check_prompt(verifier: object, prompt: str) -> None:
+    """Raises ``ValueError`` if ``verifier`` cannot score ``prompt``, before any image is made.
+
+    A verifier that only understands some prompts (e.g. ``toydetect``, which parses the toyworld
+    grammar) defines an optional ``check_prompt(prompt)`` method; others accept every prompt.
+    """
+    check = getattr(verifier, "check_prompt", None)
+    if callable(check):
+        check(prompt)
+
+
 @dataclass
 class CallableVerifier:
     """Adapts a user function ``fn(images, prompts) -> Tensor[B]`` to the :class:`Verifier` protocol."""

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 
 import torch
 
-from noisesearch.verifiers.base import Verifier, as_verifier, check_scores, load_verifier, register_verifier
+from noisesearch.verifiers.base import (
+    Verifier,
+    as_verifier,
+    check_prompt,
+    check_scores,
+    load_verifier,
+    register_verifier,
+)
 
 
 class _Ensemble:
@@ -41,6 +48,11 @@ class _Ensemble:
         self.reference: list[torch.Tensor] | None = None
         if reference is not None:
             self.set_reference(reference)
+
+    def check_prompt(self, prompt: str) -> None:
+        """Every member must be able to score ``prompt``."""
+        for v in self.verifiers:
+            check_prompt(v, prompt)
 
     def raw_scores(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Each member's scores, [V, B] float32 on CPU."""

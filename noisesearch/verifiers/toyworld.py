@@ -1,9 +1,12 @@
-"""The learned toyworld verifiers, ``toyclip`` and ``toyrelation``, loaded from shipped weights.
+"""The learned toyworld verifiers, ``toyclip``, ``toyrelation`` and ``toydetect``, loaded from shipped weights.
 
 - ``toyclip``: CLIPScore (2.5·max(cos, 0), in [0, 2.5]) with a small CLIP trained on toyworld;
   the same :class:`~noisesearch.verifiers.clip.CLIPScoreVerifier` code path as real CLIP models.
 - ``toyrelation``: the match logit (log-odds that the caption describes the image, unbounded,
   0 = undecided) of a grid-token / cross-attention matcher that sees positions and counts.
+- ``toydetect``: log-probability (≤ 0) that the image shows exactly what the prompt says, from a
+  learned CenterNet-style detector whose colour and shape are predicted by separate branches and
+  composed symbolically (:mod:`noisesearch.toyworld.detector`); toyworld grammar prompts only.
 
 Both are differentiable with respect to the images. Models and training live in
 :mod:`noisesearch.toyworld.verifier_models` and :mod:`noisesearch.toyworld.train_verifiers`.
@@ -42,7 +45,7 @@ class ToyRelationVerifier:
         return self.model(images.to(device=param.device, dtype=param.dtype), tokens).float()
 
 
-def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer):
+def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer=None):
     """Wraps a trained toy model into its verifier (shared by the loader and the training script)."""
     if kind == "toyclip":
         from open_clip import get_model_preprocess_cfg
@@ -51,7 +54,11 @@ def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer):
         return CLIPScoreVerifier(model, tokenizer, pp["size"], pp["mean"], pp["std"], w=2.5, name="toyclip")
     if kind == "toyrelation":
         return ToyRelationVerifier(model, tokenizer)
-    raise ValueError(f"unknown toy verifier {kind!r}; use 'toyclip' or 'toyrelation'")
+    if kind == "toydetect":
+        from noisesearch.toyworld.detector import ToyDetectVerifier
+
+        return ToyDetectVerifier(model)
+    raise ValueError(f"unknown toy verifier {kind!r}; use 'toyclip', 'toyrelation' or 'toydetect'")
 
 
 def load_toy_verifier(kind: str, device: str | torch.device = "cpu", path: str | Path | None = None):
@@ -72,3 +79,9 @@ def toyclip_factory(device: str | torch.device = "cpu", path: str | None = None)
 def toyrelation_factory(device: str | torch.device = "cpu", path: str | None = None) -> ToyRelationVerifier:
     """Option ``path``: another weights file written by ``train_verifiers``."""
     return load_toy_verifier("toyrelation", device, path)
+
+
+@register_verifier("toydetect", "toyworld: log P(prompt holds) from a learned object detector (GenEval-style; grammar prompts only)")
+def toydetect_factory(device: str | torch.device = "cpu", path: str | None = None):
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toydetect", device, path)

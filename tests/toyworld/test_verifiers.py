@@ -21,9 +21,9 @@ from noisesearch.toyworld.train_verifiers import (
 )
 from noisesearch.toyworld.verifier_models import WEIGHTS_DIR, WordTokenizer
 from noisesearch.verifiers import available_verifiers, load_verifier
-from noisesearch.verifiers.toyworld import load_toy_verifier  # registers toyclip / toyrelation
+from noisesearch.verifiers.toyworld import load_toy_verifier  # registers the three toy verifiers
 
-KINDS = ("toyclip", "toyrelation")
+KINDS = ("toyclip", "toyrelation", "toydetect")
 
 
 # ------------------------------------------------------------------------------ data pieces
@@ -127,6 +127,35 @@ def test_toyrelation_prefers_true_caption_over_hard_negatives():
     negs = [grammar.caption(next(iter(sample_negatives(s, rng, "any").values()))) for s in specs]
     wins = (v.score(images, prompts) > v.score(images, negs)).float().mean()
     assert wins >= 0.7
+
+
+def test_toydetect_ranks_true_images_above_every_hard_negative_on_heldout_renders():
+    """Held-out (colour, shape) pairs were never rendered in training: the factorised detector
+    must still tell the true scene from each hard negative's scene, for the true prompt."""
+    v = _shipped("toydetect")
+    rng = np.random.default_rng(4)
+    specs = [grammar.sample_spec(rng, "heldout") for _ in range(16)]
+    rows = [(s, neg) for s in specs for neg in sample_negatives(s, rng, "any").values()]
+    render = lambda spec: scenes.render(grammar.sample_scene(spec, rng))  # noqa: E731
+    true = torch.from_numpy(np.stack([render(s) for s, _ in rows]))
+    wrong = torch.from_numpy(np.stack([render(n) for _, n in rows]))
+    prompts = [grammar.caption(s) for s, _ in rows]
+    win = (v.score(true, prompts) > v.score(wrong, prompts)).float().mean()
+    assert len(rows) > 40 and win >= 0.95
+    # and on a true image the score is a confident log-probability
+    assert v.score(true, prompts).median() > -0.5
+
+
+def test_toydetect_refuses_prompts_outside_the_grammar_before_generating():
+    v = _shipped("toydetect")
+    with pytest.raises(ValueError, match="toydetect scores toyworld prompts only.*'cat'"):
+        v.check_prompt("a red cat")
+    with pytest.raises(ValueError, match="toydetect scores toyworld prompts only"):
+        v.score(torch.zeros(1, 3, 32, 32), ["a red cat"])
+    from noisesearch.verifiers.ensemble import RankEnsemble
+
+    with pytest.raises(ValueError, match="toyworld prompts only"):
+        RankEnsemble([load_verifier("toyclip"), v]).check_prompt("a red cat")
 
 
 def test_missing_weights_error_names_file_and_command(tmp_path):
