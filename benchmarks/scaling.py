@@ -149,12 +149,14 @@ def row_key(row: dict[str, Any]) -> tuple:
 
 
 def weights_fingerprint() -> str:
-    """Short SHA-256 over the shipped toyworld weights (model and verifiers): rows from other weights are stale."""
+    """Short SHA-256 over the shipped weights this benchmark uses (the model and the verifiers in
+    VERIFIERS, not other files shipped beside them): rows from other weights are stale."""
     from noisesearch.toyworld import __file__ as toyworld_init
 
     root = Path(toyworld_init).parent / "weights"
+    used = [*(root / "pipeline").rglob("*"), *(root / "verifiers" / f"{v}.safetensors" for v in VERIFIERS)]
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
+    for path in sorted(used):
         if path.is_file() and path.suffix in (".safetensors", ".json", ".txt", ".bin"):
             h.update(str(path.relative_to(root)).encode())
             h.update(path.read_bytes())

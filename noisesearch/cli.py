@@ -310,7 +310,7 @@ def toyworld_train_verifiers(
     out: Annotated[Path, typer.Option(help="Output folder for the verifier weights.")] = Path("toyworld-verifiers"),
     quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
 ) -> None:
-    """Train the embedded world's learned verifiers (toyclip, toyrelation)."""
+    """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
     from noisesearch.toyworld import train_verifiers
 
     train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from noisesearch.toyworld import grammar, scenes
 from noisesearch.toyworld.grammar import PromptSpec
-from noisesearch.toyworld.verifier_models import TOY_MEAN, TOY_STD
+from noisesearch.toyworld.verifier_models import ToyImageInput
+from noisesearch.verifiers.transforms import check_images
 
 COLOR_NAMES: tuple[str, ...] = tuple(scenes.COLORS)  # colour class i + 1 (0 = background)
 SHAPE_NAMES: tuple[str, ...] = tuple(scenes.SHAPES)  # shape class i
@@ -92,21 +93,13 @@ class ToyDetectNet(nn.Module):
         )
         with torch.no_grad():  # CenterNet's prior: few cells are centres
             self.heads.bias[0].fill_(-4.0)
-        self.register_buffer("mean", torch.tensor(TOY_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(TOY_STD).view(1, 3, 1, 1), persistent=False)
-
-    def _resize(self, images: torch.Tensor) -> torch.Tensor:
-        s = self.cfg.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return images
+        self.prepare = ToyImageInput(cfg.image_size)
 
     def forward(self, images: torch.Tensor, shape_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``images`` [N, 3, H, W] in [0, 1]. ``shape_images`` (training) is what the shape branch
         sees instead, e.g. the same images under a colour transform."""
-        images = self._resize(images)
-        shape_in = images if shape_images is None else self._resize(shape_images)
-        x1 = self.down1(self.stem((shape_in - self.mean) / self.std))
+        x = self.prepare(images)
+        x1 = self.down1(self.stem(x if shape_images is None else self.prepare(shape_images)))
         x2 = self.down2(x1)
         up = F.interpolate(x2, scale_factor=2, mode="nearest")
         h = self.heads(self.fuse(torch.cat([x1, up], dim=1)))
@@ -114,7 +107,7 @@ class ToyDetectNet(nn.Module):
             "heatmap": h[:, :1],
             "offset": h[:, 1:3],
             "shape": h[:, 3:],
-            "color": self.color((images - self.mean) / self.std),
+            "color": self.color(x),
         }
 
 
@@ -237,10 +230,7 @@ class ToyDetectVerifier:
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1], B prompts -> log-probabilities [B]."""
         prompts = list(prompts)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
-        if len(prompts) != images.shape[0]:
-            raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts; pass one prompt per image")
+        check_images(images, prompts)
         specs = {text: self._spec(text) for text in dict.fromkeys(prompts)}
         det = self.detect(images)
         out = torch.empty(len(prompts), dtype=torch.float32, device=det.p.device)

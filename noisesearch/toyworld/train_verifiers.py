@@ -1,8 +1,11 @@
-"""Train the two learned toyworld verifiers and measure them on held-out prompts.
+"""Train the three learned toyworld verifiers and measure them on held-out prompts.
 
     python -m noisesearch.toyworld.train_verifiers --out noisesearch/toyworld/weights/verifiers [--quick]
 
-Data (infinite, rendered on the fly, train split only): each *group* is a prompt spec ``p``
+``toyclip`` and ``toyrelation`` learn from (caption, image) pairs; ``toydetect`` learns to detect
+objects from dense per-cell labels (see "toydetect" below).
+
+Data for the two caption verifiers (infinite, rendered on the fly, train split only): each *group* is a prompt spec ``p``
 (``grammar.sample_spec(rng, "train")``) plus one hard negative per applicable type, each with its
 own scene from ``grammar.sample_scene``:
 
@@ -33,6 +36,13 @@ training groups never mention a held-out (colour, shape) pair, so no held-out pa
   ~100 steps, leaving the rest of the budget for binding, relations and counts. Relation and
   colour-swap negatives are rare in the train split (a swap often lands on a held-out pair), so
   the recipe oversamples two-object prompts and those negative types.
+
+``toydetect`` (:mod:`noisesearch.toyworld.detector`): batches of 64 training-split scenes, each
+labelled on the 16×16 grid from its description (CenterNet heatmap at each object's area
+centroid, centre offset, and the colour and shape painted at each cell centre); focal loss on the
+heatmap, L1 on the offsets, cross-entropy on shape (object cells) and colour (all cells, object
+cells weighted 4×). Its shape branch sees each image under a random background-preserving colour
+transform (:func:`recolor`), so that shape and objectness cannot be learned from colour.
 
 Images are augmented to resemble decoded samples: Gaussian blur σ ∈ [0, 1] px, noise std ≤ 0.05,
 slight brightness/per-channel colour jitter.
@@ -710,7 +720,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="maximum optimiser steps per verifier")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sequential", action="store_true",
-                    help="train one verifier after the other instead of in two parallel processes")
+                    help="train one verifier after the other (by default toyclip and toyrelation train in "
+                         "two parallel single-thread processes, then toydetect on two threads)")
     args = ap.parse_args(argv)
     kinds = list(dict.fromkeys(args.only or KINDS))
     configs = {}
@@ -721,15 +732,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.steps is not None:
             cfg = replace(cfg, steps=args.steps)
         configs[kind] = cfg
-    if args.sequential or len(kinds) == 1 or args.quick:
-        for kind in kinds:
+    # the single-thread verifiers train side by side (one process and thread each: the default fits
+    # a 2-core machine); a verifier that uses several threads trains alone, after them
+    parallel = [] if args.sequential or args.quick else [k for k in kinds if configs[k].threads == 1]
+    if len(parallel) < 2:
+        parallel = []
+    _run_parallel(parallel, configs, args.out)
+    for kind in kinds:
+        if kind not in parallel:
             run(kind, configs[kind], args.out)
+
+
+def _run_parallel(kinds: Sequence[str], configs: dict[str, TrainConfig], out: Path) -> None:
+    if not kinds:
         return
-    # one process per verifier, one torch thread each (the default fits a 2-core machine)
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=run, args=(kind, configs[kind], args.out), name=kind) for kind in kinds]
+    procs = [ctx.Process(target=run, args=(kind, configs[kind], out), name=kind) for kind in kinds]
     for p in procs:
         p.start()
     for p in procs:
@@ -737,6 +757,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     failed = [p.name for p in procs if p.exitcode != 0]
     if failed:
         raise SystemExit(f"training failed for {failed}; see the messages above")
+
 
 if __name__ == "__main__":
     main()

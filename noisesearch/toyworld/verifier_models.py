@@ -36,6 +36,23 @@ TOY_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
 TOY_STD: tuple[float, float, float] = (0.25, 0.25, 0.25)
 
 PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<sot>", "<eot>"
+
+
+class ToyImageInput(nn.Module):
+    """[N, 3, H, W] in [0, 1] -> resized to ``image_size`` (bilinear, antialiased) and normalised
+    with TOY_MEAN / TOY_STD: the input stage of the toy verifiers' own networks (no weights)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = int(image_size)
+        self.register_buffer("mean", torch.tensor(TOY_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(TOY_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        s = self.image_size
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (images - self.mean) / self.std
 SPECIALS: tuple[str, ...] = (PAD, UNK, SOT, EOT)
 
 
@@ -233,15 +250,11 @@ class ToyRelationNet(nn.Module):
         coords = torch.stack(torch.meshgrid(cells, cells, indexing="ij")[::-1], dim=-1)  # (x, y) per cell
         self.register_buffer("coords", coords.reshape(-1, 2), persistent=False)  # [64, 2], row-major
         self.head = nn.Sequential(nn.GELU(), nn.Linear(cfg.width, cfg.width), nn.GELU(), nn.Linear(cfg.width, 1))
-        self.register_buffer("mean", torch.tensor(TOY_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(TOY_STD).view(1, 3, 1, 1), persistent=False)
+        self.prepare = ToyImageInput(cfg.image_size)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> image tokens [N, 64, W]."""
-        s = self.cfg.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        x = self.cnn((images - self.mean) / self.std)  # [N, W, 8, 8]
+        x = self.cnn(self.prepare(images))  # [N, W, 8, 8]
         pos = self.row[:, None, :] + self.col[None, :, :]  # [8, 8, W]
         x = x.flatten(2).transpose(1, 2) + pos.flatten(0, 1)  # [N, 64, W]
         return self.image_ln(self.image_encoder(x))
@@ -343,6 +356,7 @@ __all__ = [
     "TOY_STD",
     "WEIGHTS_DIR",
     "ToyCLIPConfig",
+    "ToyImageInput",
     "ToyRelationConfig",
     "ToyRelationNet",
     "WordTokenizer",

@@ -21,6 +21,7 @@ import torch
 
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.clip import CLIPScoreVerifier
+from noisesearch.verifiers.transforms import check_images
 
 
 class ToyRelationVerifier:
@@ -36,10 +37,7 @@ class ToyRelationVerifier:
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] (resized to 32×32 if needed), B prompts -> logits [B]."""
         prompts = list(prompts)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
-        if len(prompts) != images.shape[0]:
-            raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts; pass one prompt per image")
+        check_images(images, prompts)
         param = next(self.model.parameters())
         tokens = self.tokenizer(prompts).to(param.device)
         return self.model(images.to(device=param.device, dtype=param.dtype), tokens).float()
