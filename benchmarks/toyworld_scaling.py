@@ -7,7 +7,9 @@ learned models). Because candidate i always has seed i, random search with N can
 the first N of them, so best-of-1/4/16/64 come from one run. Reported per verifier: ground-truth
 satisfaction of the chosen image per category, the verifier's own mean score of the chosen image,
 a ``rank-ensemble`` row (all verifiers, rank mean over the N candidates, as Ma et al. 2025's
-ensemble) and an ``oracle`` row (any of the first N satisfies: the ceiling of a perfect verifier).
+ensemble) and an ``oracle`` row (any of the first N satisfies: the ceiling of a perfect verifier),
+and each verifier's pairwise accuracy on the generated candidates (a satisfying one scored above
+a failing one of the same prompt).
 
 Last line: ``RESULT base=<rate> best16=<rate> best64=<rate>`` for the strongest verifier at 16.
 """
@@ -110,8 +112,27 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "prompts": len(records), "candidates": n_max, "steps": args.steps, "guidance": args.guidance,
         "seconds_per_prompt": float(np.mean([r["seconds"] for r in records])), "categories": cats,
-        "ks": ks, "table": table,
+        "ks": ks, "table": table, "pairwise": pairwise_accuracy(records),
     }
+
+
+def pairwise_accuracy(records: list[dict]) -> dict[str, dict[str, float]]:
+    """How well each verifier orders the generated candidates of one prompt, which is all that
+    best-of-N asks of it: over every (satisfying, failing) pair of candidates of the same prompt,
+    the share it scores the satisfying one higher (ties count one half), pooled over prompts."""
+    out = {}
+    for name in VERIFIERS:
+        wins, pairs, prompts = 0.0, 0, 0
+        for r in records:
+            s, ok = np.asarray(r["scores"][name], dtype=np.float64), r["ok"]
+            good, bad = s[ok], s[~ok]
+            if len(good) and len(bad):
+                diff = good[:, None] - bad[None, :]
+                wins += float((diff > 0).sum() + 0.5 * (diff == 0).sum())
+                pairs += diff.size
+                prompts += 1
+        out[name] = {"accuracy": wins / pairs if pairs else float("nan"), "pairs": pairs, "prompts": prompts}
+    return out
 
 
 def render(summary: dict) -> str:
@@ -129,6 +150,11 @@ def render(summary: dict) -> str:
             own = f"{row['own_score']:.3f}" if "own_score" in row else "-"
             lines.append(f"| {name} | {k} | " + " | ".join(f"{100 * row[c]:.1f}%" for c in cats)
                          + f" | **{100 * row['all']:.1f}%** | {own} |")
+    if "pairwise" in summary:
+        lines += ["", "Pairwise accuracy on generated candidates (a satisfying candidate scored above a failing "
+                  "one of the same prompt):", "", "| verifier | accuracy | pairs | prompts |", "|---|---|---|---|"]
+        lines += [f"| {name} | {100 * p['accuracy']:.1f}% | {p['pairs']} | {p['prompts']} |"
+                  for name, p in summary["pairwise"].items()]
     return "\n".join(lines)
 
 
