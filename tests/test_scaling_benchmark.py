@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("scaling_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_scaling_benchmark_tiny_run(tmp_path, capsys):
-    bench = load_benchmark()
+def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
+    bench = benchmark_script("scaling")
     argv = ["--prompts", "2", "--budgets", "1,4", "--strategies", "random,zero-order", "--verifiers", "toyclip",
             "--steps", "4", "--workers", "1", "--threads", "1", "--out", str(tmp_path)]
     bench.main(argv)

@@ -142,7 +142,7 @@ def decode(maps: dict[str, torch.Tensor], max_objects: int) -> Detections:
     k = min(max_objects, g * g)
     index = peaks.flatten(1).topk(k, dim=1).indices  # [N, K]
     gather = lambda m: m.flatten(2).gather(2, index[:, None, :].expand(-1, m.shape[1], -1)).transpose(1, 2)  # noqa: E731
-    p = gather(heat)[..., 0]
+    p = gather(peaks)[..., 0]  # a cell that is not a local maximum (picked only if peaks run out) is no object
     # colour: cells around the peak, weighted by how little they look like background
     color = torch.softmax(maps["color"], dim=1)  # [N, 7, g, g]
     fg = 1 - color[:, :1]

@@ -156,6 +156,19 @@ def test_toydetect_refuses_prompts_outside_the_grammar_before_generating():
 
     with pytest.raises(ValueError, match="toyworld prompts only"):
         RankEnsemble([load_verifier("toyclip"), v]).check_prompt("a red cat")
+    import noisesearch
+    from noisesearch.strategies.random_search import RandomSearch
+
+    class Spy(RandomSearch):
+        ran = False
+
+        def run(self, ctx):  # noqa: D102
+            Spy.ran = True
+            return super().run(ctx)
+
+    with pytest.raises(ValueError, match="toyworld prompts only"):
+        noisesearch.search("toyworld", "a red cat", strategy=Spy(), verifier=v, candidates=1)
+    assert not Spy.ran
 
 
 def test_missing_weights_error_names_file_and_command(tmp_path):
