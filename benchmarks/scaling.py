@@ -3,7 +3,7 @@
 The experiment of Ma et al. 2025, "Inference-Time Scaling for Diffusion Models beyond Scaling
 Denoising Steps" (arXiv:2501.09732), on the embedded toyworld model (20 DDIM steps, guidance 4,
 its defaults): for each search strategy (random, zero-order, paths, smc, gradient) and each search
-verifier (toyclip, toyrelation), spend 1x, 4x, 16x and 64x the NFEs of one sample (an NFE budget
+verifier (toyclip, toyrelation, toydetect), spend 1x, 4x, 16x and 64x the NFEs of one sample (an NFE budget
 of multiple x steps) and measure, for the image the search returns,
 
 - its score under the verifier the search optimised (what the search sees), and
@@ -55,8 +55,8 @@ Outputs (``--out``, default ``docs/``; ``--quick`` defaults to a temporary folde
 Default run, ``python benchmarks/scaling.py`` (estimated 36 min on 2 idle CPU cores, two
 single-threaded worker processes; ``--dry-run`` prints the plan and estimate, every run prints the
 estimate at its start): 100 prompts; random search to 64x (one 64-candidate run per prompt,
-selected by both verifiers); zero-order, paths and smc searching on toyclip (the default
-verifier) at 4x and 16x and on toyrelation at 4x; no gradient search. Why: a sample costs about
+selected by every verifier); zero-order, paths and smc searching on toyclip at 4x and 16x and on
+toyrelation at 4x; no gradient search. Why: a sample costs about
 0.22 s of one core batched (about 160 NFEs/s on 2 cores), 0.3-0.45 s in the small batches of
 smc/paths/zero-order, and 2.1 s in gradient search (one candidate at a time, plus backward passes
 that NFEs do not count), so the whole matrix (5 strategies x 2 verifiers to 64x on 100 prompts) is
@@ -70,11 +70,15 @@ JSONL and re-render the combined tables and plot (estimates on 2 idle cores):
     python benchmarks/scaling.py --strategies paths,smc --verifiers toyclip --budgets 64 --max-multiple 64   # 39 min
     python benchmarks/scaling.py --strategies gradient --verifiers toyclip --budgets 64 --max-multiple 64    # 115 min
 
+Searching on toydetect (the detector-based verifier, added later) goes to its own folder:
+
+    python benchmarks/scaling.py --verifiers toydetect --strategies random,zero-order,smc --max-multiple toydetect=16 --out docs/scaling_toydetect  # 25 min
+
 ``--quick``: 6 prompts, 1x/4x/16x, random, zero-order and smc on toyclip, written to a temporary
 folder (about 1-2 min).
 
-Last line: ``RESULT random16=<rate> zero_order16=<rate> paths16=<rate> smc16=<rate> gradient16=<rate>``,
-ground-truth satisfaction at 16x searching on toyclip (``na``: not run for every prompt).
+Last line: ``RESULT random16=<rate> zero_order16=<rate> paths16=<rate> smc16=<rate> gradient16=<rate> verifier=<v>``,
+ground-truth satisfaction at 16x searching on the first ``--verifiers`` entry (``na``: not run for every prompt).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark sc
 from toyworld_scaling import heldout_subset  # noqa: E402
 
 STRATEGIES = ("random", "zero-order", "paths", "smc", "gradient")
-VERIFIERS = ("toyclip", "toyrelation")  # the embedded world's learned verifiers
+VERIFIERS = ("toyclip", "toyrelation", "toydetect")  # the embedded world's learned verifiers
 MULTIPLES = (1, 4, 16, 64)
 SEED_STRIDE = 1000  # prompt i searches from seed + SEED_STRIDE * i; more seeds than any search here draws
 FILE_STEM = "scaling_toyworld"
@@ -558,13 +562,14 @@ def plot(cells, n: int, path: Path) -> None:
     plt.close(fig)
 
 
-def result_line(cells, n: int) -> str:
+def result_line(cells, n: int, verifier: str = "toyclip") -> str:
+    """Ground-truth satisfaction at 16x of each strategy searching on ``verifier``."""
     parts = []
     for strategy in STRATEGIES:
-        st = cell_stats(cells.get((strategy, "toyclip", 16), {}), n, "toyclip")
+        st = cell_stats(cells.get((strategy, verifier, 16), {}), n, verifier)
         ok = st is not None and "skipped" not in st and st["complete"]
         parts.append(f"{strategy.replace('-', '_')}16=" + (f"{st['gt'][0]:.3f}" if ok else "na"))
-    return "RESULT " + " ".join(parts)
+    return "RESULT " + " ".join(parts) + f" verifier={verifier}"
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -718,7 +723,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plot(cells, len(prompts), out / f"{FILE_STEM}.png")
     print(table)
     print(f"wall time {wall / 60:.1f} min; wrote {out / (FILE_STEM + '.md')}, {out / (FILE_STEM + '.png')}, {jsonl}")
-    line = result_line(cells, len(prompts))
+    line = result_line(cells, len(prompts), verifiers[0])
     print(line, flush=True)
     return {"out": out, "rows": rows, "cells": cells, "result": line, "wall_s": wall}
 

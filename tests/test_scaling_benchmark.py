@@ -14,17 +14,17 @@ def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
     assert lines[-1].startswith("RESULT random16=na zero_order16=na paths16=na smc16=na gradient16=na")
 
     rows = [json.loads(line) for line in (tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()]
-    # random: 2 prompts x 2 verifiers (both, from one run) x 2 multiples; zero-order: 2 prompts at 4x
-    assert len(rows) == 10
+    # random: 2 prompts x 3 verifiers (all, from one run) x 2 multiples; zero-order: 2 prompts at 4x
+    assert len(rows) == 14
     assert {(r["strategy"], r["verifier"], r["multiple"]) for r in rows} == {
-        ("random", "toyclip", 1), ("random", "toyclip", 4), ("random", "toyrelation", 1),
-        ("random", "toyrelation", 4), ("zero-order", "toyclip", 4)}
+        *(("random", v, m) for v in ("toyclip", "toyrelation", "toydetect") for m in (1, 4)),
+        ("zero-order", "toyclip", 4)}
     assert len({r["prompt_index"] for r in rows}) == 2
     for r in rows:
         assert r["status"] == "ok" and r["steps"] == 4
         assert r["budget_nfe"] == 4 * r["multiple"]
         assert 0 < r["nfe"] <= r["budget_nfe"]  # the meter's NFEs never exceed the budget
-        assert set(r["scores"]) == {"toyclip", "toyrelation"} and isinstance(r["gt"], bool)
+        assert set(r["scores"]) == {"toyclip", "toyrelation", "toydetect"} and isinstance(r["gt"], bool)
     # seeds are shared across strategies: prompt i uses seed + 1000 i everywhere
     assert all(r["seed"] == 1000 * r["prompt_index"] for r in rows)
     base = {r["prompt_index"]: r["best_seed"] for r in rows if r["multiple"] == 1}
@@ -38,4 +38,4 @@ def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
     # a rerun resumes: nothing left to compute, no rows added
     bench.main(argv)
     assert "0 units" in capsys.readouterr().out
-    assert len((tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()) == 10
+    assert len((tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()) == 14
