@@ -25,6 +25,7 @@ from noisesearch.core.adapters.hunyuan import HunyuanDiTAdapter
 from noisesearch.core.adapters.pixart import PixArtSigmaAdapter
 from noisesearch.core.adapters.sd3 import StableDiffusion3Adapter
 from noisesearch.core.adapters.stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
+from noisesearch.paths import user_path
 
 TOYWORLD_DIR = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
 DEFAULT_MODEL = "toyworld"
@@ -199,7 +200,7 @@ def load_model(
             pipe.to(torch_dtype)
         family = "tiny-random"
     else:
-        path = Path(name).expanduser()
+        path = user_path(name)
         if path.exists():
             if not (path / "model_index.json").exists():
                 raise ModelNotFoundError(

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from noisesearch.paths import user_path
+
 #: column names recognised as the prompt column when none is named (compared case-insensitively)
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "prompts")
 #: column name recognised as the category column (case-insensitive)
@@ -81,7 +83,7 @@ def load_prompt_file(path: str | Path, column: str | None = None) -> list[Prompt
     ``column`` names the CSV prompt column (case-insensitive); by default ``prompt`` or ``prompts``.
     Raises :class:`PromptError` for an unreadable file, a CSV without the column, or no prompts.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     text = _read_text(path)
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
@@ -120,7 +122,7 @@ def load_prompts(source: str | Path, column: str | None = None, base_dir: str | 
     """
     if isinstance(source, str) and source in BUILTIN_SETS:
         return BUILTIN_SETS[source]()
-    path = Path(source).expanduser()
+    path = user_path(source)
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if not path.exists():

@@ -13,13 +13,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from noisesearch.engine import SearchResult
+from noisesearch.paths import user_path
 
 MIN_TILE = 128  # tiny images are upscaled (nearest) to at least this many pixels per side
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Creates ``path`` if needed and checks it is writable; ``ValueError`` says what to do."""
-    out = Path(path).expanduser()
+    out = user_path(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".noisesearch-write-test"

@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 
+from noisesearch.paths import user_path
 from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
 
@@ -239,7 +240,7 @@ class SweepConfig:
             else:
                 kwargs[key] = value
         if base_dir is not None and isinstance(kwargs.get("prompts"), str) and kwargs["prompts"] not in BUILTIN_SETS:
-            path = Path(kwargs["prompts"]).expanduser()
+            path = user_path(kwargs["prompts"])
             if not path.is_absolute():
                 kwargs["prompts"] = str((Path(base_dir) / path).resolve())
         return cls(**kwargs)
@@ -254,7 +255,7 @@ class SweepConfig:
                 import tomli as tomllib  # type: ignore[no-redef]
             except ModuleNotFoundError as e:
                 raise ValueError("reading TOML needs Python >= 3.11 or `pip install tomli`") from e
-        path = Path(path).expanduser()
+        path = user_path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as e:
@@ -673,7 +674,7 @@ class _Runner:
 
 def _prepare_dir(out: Path, rank: int) -> Path:
     """Creates the output folders and checks they are writable (safe with several processes at once)."""
-    out = out.expanduser()
+    out = user_path(out)
     try:
         for sub in (SHARDS_DIR, IMAGES_DIR):
             (out / sub).mkdir(parents=True, exist_ok=True)

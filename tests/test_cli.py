@@ -35,6 +35,8 @@ def out(tmp_path):
         (["--verifier", "nope"], "unknown verifier 'nope'; choose one of: "),
         (["--scheduler", "heun", "--model", "tiny-random-sd", "--verifier", "toyclip"], "unknown scheduler 'heun'"),
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+        # '~user' of a user that does not exist: pathlib raises RuntimeError (found by hypothesis)
+        (["--model", "~nosuchuser0"], "cannot expand '~nosuchuser0'"),
         (["--model", "some-org/some-model"], "not in the local Hugging Face cache"),
         (["--budget", "0", "--model", "tiny-random-sd", "--verifier", "toyclip"], "budget must be a positive"),
         (["--budget", "3", "--model", "tiny-random-sd", "--verifier", "toyclip"], "smaller than one full sample"),
@@ -47,6 +49,11 @@ def test_bad_options_exit_2_with_a_cause(args, needle, out, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = invoke("run", "--prompt", "a red circle", "--out", out, *args)
     assert_user_error(result, needle)
+
+
+def test_prompts_file_under_an_unknown_home_is_a_user_error(out):
+    assert_user_error(invoke("run", "--prompts-file", "~nosuchuser0/p.txt", "--out", out),
+                      "cannot expand '~nosuchuser0/p.txt'")
 
 
 def test_empty_prompt(out):

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from noisesearch.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import AESTHETIC, AESTHETIC_TRL
 from noisesearch.verifiers.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
@@ -66,8 +67,8 @@ class AestheticVerifier:
 
 def _head_file(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None) -> Path:
     """The head checkpoint: ``path`` (file, or folder with either file name), else found offline."""
-    if path is not None and Path(path).expanduser().is_dir():
-        folder = Path(path).expanduser()
+    if path is not None and user_path(path).is_dir():
+        folder = user_path(path)
         for spec in (AESTHETIC, AESTHETIC_TRL):
             if (folder / spec.filename).is_file():
                 return folder / spec.filename

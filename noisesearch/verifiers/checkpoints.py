@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from noisesearch.paths import user_path
+
 
 @dataclass(frozen=True)
 class HubFile:
@@ -99,7 +101,7 @@ def _from_hf_cache(hub_ids: Iterable[str], filename: str, cache_dir: str | os.Pa
 
 def _user_file(value: str | os.PathLike, filename: str, origin: str) -> Path:
     """A file given by the user, or ``filename`` inside a folder given by the user."""
-    p = Path(value).expanduser()
+    p = user_path(value)
     if p.is_dir():
         p = p / filename
     if not p.is_file():
@@ -111,7 +113,7 @@ def find_file(spec: HubFile, cache_dir: str | os.PathLike | None = None) -> Path
     """The file from the environment variable, the HF cache or a legacy folder; None if absent."""
     env = os.environ.get(spec.env_var)
     if env:
-        p = Path(env).expanduser()
+        p = user_path(env)
         p = p / spec.filename if p.is_dir() else p
         return p if p.is_file() else None
     found = _from_hf_cache(spec.hub_ids, spec.filename, cache_dir)
@@ -150,7 +152,7 @@ def find_folder(spec: HubFolder, cache_dir: str | os.PathLike | None = None) -> 
     """The folder from the environment variable or the HF cache; None if absent or incomplete."""
     env = os.environ.get(spec.env_var) if spec.env_var else None
     if env:
-        p = Path(env).expanduser()
+        p = user_path(env)
         return p if p.is_dir() and not _missing_in(p, spec) else None
     for repo in spec.hub_ids:
         for name in spec.required + spec.any_of:  # any cached file locates the snapshot folder
@@ -169,7 +171,7 @@ def resolve_folder(
     env = os.environ.get(spec.env_var) if spec.env_var else None
     for value, origin in ((path, f"option {spec.option}="), (env, f"environment variable {spec.env_var}")):
         if value:
-            p = Path(value).expanduser()
+            p = user_path(value)
             if not p.is_dir():
                 raise FileNotFoundError(f"{origin} points at {str(p)!r}, which is not a folder; expected a "
                                         f"{spec.hub_ids[0]} folder (save_pretrained layout)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from noisesearch.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.checkpoints import mismatch_error, unreadable_error
 
@@ -185,7 +186,7 @@ def _resolve_checkpoint(
         return None, {}
     tag_cfg = open_clip.get_pretrained_cfg(model_name, str(pretrained)) if isinstance(pretrained, str) else {}
     if not tag_cfg:
-        path = Path(pretrained).expanduser()
+        path = user_path(pretrained)
         if path.is_file():
             return path, {}
         tags = open_clip.list_pretrained_tags_by_model(model_name)
