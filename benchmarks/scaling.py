@@ -72,7 +72,8 @@ JSONL and re-render the combined tables and plot (estimates on 2 idle cores):
 
 Searching on toydetect (the detector-based verifier, added later) goes to its own folder:
 
-    python benchmarks/scaling.py --verifiers toydetect --strategies random,zero-order,smc --max-multiple toydetect=16 --out docs/scaling_toydetect  # 25 min
+    python benchmarks/scaling.py --verifiers toydetect --strategies random,zero-order,smc --max-multiple toydetect=16 --out docs/scaling_toydetect  # 19 min
+    python benchmarks/scaling.py --verifiers toydetect --strategies paths --max-multiple toydetect=16 --out docs/scaling_toydetect  # 5 min
 
 ``--quick``: 6 prompts, 1x/4x/16x, random, zero-order and smc on toyclip, written to a temporary
 folder (about 1-2 min).
