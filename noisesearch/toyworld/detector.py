@@ -121,6 +121,15 @@ class Detections:
     shape: torch.Tensor
     xy: torch.Tensor
 
+    def select(self, rows: torch.Tensor) -> Detections:
+        """The detections of images ``rows`` (an index tensor)."""
+        return Detections(self.p[rows], self.color[rows], self.shape[rows], self.xy[rows])
+
+    @staticmethod
+    def cat(parts: Sequence[Detections]) -> Detections:
+        """Detections of several image batches, concatenated."""
+        return Detections(*(torch.cat([getattr(d, f) for d in parts]) for f in ("p", "color", "shape", "xy")))
+
     def objects(self, index: int, threshold: float = 0.5) -> list[tuple[str, str, float, float, float]]:
         """Readable detections of image ``index``: (colour, shape, x, y, p) with ``p >= threshold``."""
         out = []
@@ -156,8 +165,9 @@ def decode(maps: dict[str, torch.Tensor], max_objects: int) -> Detections:
 
 
 def _relation_value(relation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """How far ``a <relation> b`` holds (positive when it does), for centres [..., 2]."""
-    axis, sign = {"left of": (0, 1.0), "right of": (0, -1.0), "above": (1, 1.0), "below": (1, -1.0)}[relation]
+    """How far ``a <relation> b`` holds (positive when it does), for centres [..., 2]: the grammar's
+    rule (:data:`grammar.RELATION_AXES`) on tensors."""
+    axis, sign = grammar.RELATION_AXES[relation]
     return sign * (b[..., axis] - a[..., axis])
 
 
@@ -236,8 +246,7 @@ class ToyDetectVerifier:
         out = torch.empty(len(prompts), dtype=torch.float32, device=det.p.device)
         for text, spec in specs.items():  # one batched pass per distinct prompt
             rows = torch.tensor([i for i, t in enumerate(prompts) if t == text], device=det.p.device)
-            sub = Detections(det.p[rows], det.color[rows], det.shape[rows], det.xy[rows])
-            out = out.index_put((rows,), satisfaction_log_prob(sub, spec, self.cfg).float())
+            out = out.index_put((rows,), satisfaction_log_prob(det.select(rows), spec, self.cfg).float())
         return out
 
 

@@ -72,6 +72,10 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
+#: relation -> (axis, sign): "a <relation> b" holds by ``sign * (b[axis] - a[axis])`` (x right, y down)
+RELATION_AXES: dict[str, tuple[int, float]] = {
+    "left of": (0, 1.0), "right of": (0, -1.0), "above": (1, 1.0), "below": (1, -1.0),
+}
 #: a relation holds when the centroids differ by more than this along its axis (fraction of image)
 RELATION_MARGIN: float = 0.05
 #: sample_scene separates spatial pairs' centroids by at least this along the relation's axis
@@ -331,13 +335,8 @@ def _gap_ok(a: Obj, b: Obj) -> bool:
 
 def _relation_value(relation: str, a: tuple[float, float], b: tuple[float, float]) -> float:
     """How far the relation holds: positive when a <relation> b, in image fractions."""
-    if relation == "left of":
-        return b[0] - a[0]
-    if relation == "right of":
-        return a[0] - b[0]
-    if relation == "above":
-        return b[1] - a[1]
-    return a[1] - b[1]  # below
+    axis, sign = RELATION_AXES[relation]
+    return sign * (b[axis] - a[axis])
 
 
 def layout_satisfies(objects: Sequence[tuple[str, str, float, float]], spec: PromptSpec) -> bool:

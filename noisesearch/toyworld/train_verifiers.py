@@ -517,8 +517,9 @@ def detect_loss(model: ToyDetectNet, images: torch.Tensor, shape_images: torch.T
     return loss, {"heat": heat.item(), "offset": off.item(), "shape": shp.item(), "color": col.item()}
 
 
-def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer, dict]:
-    """Trains one verifier; returns (model in eval mode, model config, tokenizer, run info)."""
+def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer | None, dict]:
+    """Trains one verifier; returns (model in eval mode, model config, tokenizer (None for
+    toydetect, which reads no words), run info)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -568,7 +569,8 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
             log(f"[{kind}] step {step} {shown} lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s")
     info = {"steps": step, "train_seconds": round(time.perf_counter() - start, 1), "final_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "images_seen": seen}
-    return model.eval().requires_grad_(False), mcfg, tokenizer, info
+    words = None if kind == "toydetect" else tokenizer
+    return model.eval().requires_grad_(False), mcfg, words, info
 
 
 # -------------------------------------------------------------------------------- measurement
@@ -622,16 +624,14 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
         ft = verifier.encode_texts(caps)
         return lambda i, c: (verifier.w * (fi[i] * ft[c]).sum(-1).clamp_min(0)).numpy()
     if isinstance(verifier, ToyDetectVerifier):
-        det = [verifier.detect(imgs[k : k + 512]) for k in range(0, len(imgs), 512)]
-        det = Detections(*(torch.cat([getattr(d, f) for d in det]) for f in ("p", "color", "shape", "xy")))
+        det = Detections.cat([verifier.detect(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
         specs = [grammar.parse(c) for c in caps]
 
         def detect(i: np.ndarray, c: np.ndarray) -> np.ndarray:
             out = np.empty(len(i))
             for cap in np.unique(c):  # one batched pass per caption
                 rows = np.flatnonzero(c == cap)
-                sel = torch.from_numpy(i[rows])
-                sub = Detections(det.p[sel], det.color[sel], det.shape[sel], det.xy[sel])
+                sub = det.select(torch.from_numpy(i[rows]))
                 out[rows] = satisfaction_log_prob(sub, specs[int(cap)], verifier.cfg).numpy()
             return out
 
@@ -686,8 +686,7 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
     torch.set_num_threads(cfg.threads)
     model, mcfg, tokenizer, info = train(kind, cfg, log)
     path = out / f"{kind}.safetensors"
-    save_verifier(path, kind, model, mcfg, None if kind == "toydetect" else tokenizer,
-                  extra={"train": asdict(cfg), **info})
+    save_verifier(path, kind, model, mcfg, tokenizer, extra={"train": asdict(cfg), **info})
     # measure what ships: the verifier as the registry loads it from the file just written
     from noisesearch.verifiers.toyworld import load_toy_verifier
 
