@@ -8,7 +8,8 @@ wrapped by :func:`as_verifier`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -80,19 +81,64 @@ def as_verifier(obj: Verifier | ScoreFn, name: str | None = None) -> Verifier:
 # name -> factory(device) ; factories import lazily so that listing names costs nothing
 _REGISTRY: dict[str, Callable[..., Verifier]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+# name -> validate(**options): raises ValueError on bad option values without loading a model
+_VALIDATORS: dict[str, Callable[..., None]] = {}
 
 
-def register_verifier(name: str, description: str = "") -> Callable[[Callable[..., Verifier]], Callable[..., Verifier]]:
-    """Decorator registering a verifier factory ``factory(device="cpu", **options) -> Verifier``."""
+def register_verifier(
+    name: str, description: str = "", *, validate: Callable[..., None] | None = None
+) -> Callable[[Callable[..., Verifier]], Callable[..., Verifier]]:
+    """Decorator registering a verifier factory ``factory(device="cpu", **options) -> Verifier``.
+
+    ``validate(**options)``, when given, checks option values cheaply (no weights are read) and
+    raises ``ValueError`` saying what to change; :func:`check_verifier_options` runs it before any
+    model loads.
+    """
 
     def decorate(factory: Callable[..., Verifier]) -> Callable[..., Verifier]:
         if name in _REGISTRY:
             raise ValueError(f"verifier {name!r} is already registered")
         _REGISTRY[name] = factory
         _DESCRIPTIONS[name] = description
+        if validate is not None:
+            _VALIDATORS[name] = validate
         return factory
 
     return decorate
+
+
+def verifier_option_names(name: str) -> tuple[str, ...] | None:
+    """The options verifier ``name`` accepts (``None`` when its factory takes any ``**options``)."""
+    register_builtin_verifiers()
+    _check_name(name)
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.name != "device" and p.kind is not inspect.Parameter.VAR_POSITIONAL)
+
+
+def check_verifier_options(name: str, options: Mapping[str, object]) -> None:
+    """Raises ``ValueError`` for an unknown verifier, an option it does not take, or a bad value.
+
+    Cheap: reads no weights, so a command line or a sweep config is checked before any compute.
+    """
+    accepted = verifier_option_names(name)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"verifier {name!r} has no option {', '.join(unknown)}; "
+                f"its options are: {', '.join(accepted) or '(none)'}"
+            )
+    validate = _VALIDATORS.get(name)
+    if validate is not None:
+        validate(**options)
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
+        raise ValueError(f"unknown verifier {name!r}; choose one of: {choices}")
 
 
 _BUILTIN_MODULES = (
@@ -122,7 +168,5 @@ def available_verifiers() -> dict[str, str]:
 def load_verifier(name: str, device: str | torch.device = "cpu", **options: object) -> Verifier:
     """Builds the registered verifier ``name``; raises ``ValueError`` listing the choices if unknown."""
     register_builtin_verifiers()
-    if name not in _REGISTRY:
-        choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
-        raise ValueError(f"unknown verifier {name!r}; choose one of: {choices}")
+    _check_name(name)
     return _REGISTRY[name](device=device, **options)

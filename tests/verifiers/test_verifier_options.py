@@ -1,0 +1,55 @@
+"""Verifier options are checked by name and value before any weights are read."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noisesearch.verifiers.base import (
+    _DESCRIPTIONS,
+    _REGISTRY,
+    _VALIDATORS,
+    check_verifier_options,
+    register_verifier,
+    verifier_option_names,
+)
+
+
+@pytest.fixture
+def scratch_verifier():
+    loads: list[dict] = []
+
+    def validate(scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+
+    @register_verifier("scratch-options", "test only", validate=validate)
+    def factory(device: str | torch.device = "cpu", scale: float = 1.0):
+        loads.append({"scale": scale})
+        raise AssertionError("checking options must not build the verifier")
+
+    yield loads
+    for table in (_REGISTRY, _DESCRIPTIONS, _VALIDATORS):
+        table.pop("scratch-options", None)
+
+
+def test_option_names_come_from_the_factory_signature(scratch_verifier):
+    assert verifier_option_names("scratch-options") == ("scale",)
+    assert "path" in verifier_option_names("toydetect")
+
+
+def test_unknown_option_is_named_with_the_accepted_ones(scratch_verifier):
+    with pytest.raises(ValueError, match=r"no option colour; its options are: scale"):
+        check_verifier_options("scratch-options", {"colour": 1})
+
+
+def test_validator_rejects_a_bad_value_without_loading(scratch_verifier):
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        check_verifier_options("scratch-options", {"scale": -1.0})
+    check_verifier_options("scratch-options", {"scale": 2.0})
+    assert scratch_verifier == []
+
+
+def test_unknown_verifier_lists_the_choices():
+    with pytest.raises(ValueError, match="unknown verifier 'nope'; choose one of: .*toydetect"):
+        check_verifier_options("nope", {})
