@@ -645,9 +645,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = args.out or (Path(tempfile.gettempdir()) / "noisesearch-scaling-quick" if args.quick else Path("docs"))
     out.mkdir(parents=True, exist_ok=True)
 
-    from noisesearch.models import RECOMMENDED
+    from noisesearch.models import get_family
 
-    rec = RECOMMENDED["toyworld"]
+    rec = get_family("toyworld").defaults
     steps = args.steps if args.steps is not None else int(rec["steps"])
     guidance = args.guidance if args.guidance is not None else float(rec["guidance"])
     settings = Settings(steps=steps, guidance=guidance, base_seed=args.seed, weights=weights_fingerprint())

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from noisesearch.core.adapters.base import ModelAdapter
+from noisesearch.core.adapter import ModelAdapter
 from noisesearch.core.sampler import CoreConfig, DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.models import load_model

@@ -387,8 +387,8 @@ def models_command(
     local: Annotated[bool, typer.Option("--local", help="Only models found locally.")] = False,
 ) -> None:
     """List supported model families, example checkpoints, and which are in the local cache (no network)."""
-    from noisesearch.model_catalog import FAMILY_NOTES, list_models
-    from noisesearch.models import RECOMMENDED
+    from noisesearch.models import get_family
+    from noisesearch.models.catalog import list_models
 
     if cache_dir is not None and not cache_dir.is_dir():
         fail(f"--cache-dir {str(cache_dir)!r} is not a folder")
@@ -396,9 +396,9 @@ def models_command(
     statuses = [m for m in list_models(cache_dir) if m.found or not local]
     families = Table("family", "defaults", "about")
     for family in dict.fromkeys(m.entry.family for m in statuses):
-        rec = RECOMMENDED.get(family, {})
-        defaults = f"{rec['steps']} step{'s' * (rec['steps'] != 1)}, cfg {rec['guidance']:g}" if rec else ""
-        families.add_row(family, defaults, FAMILY_NOTES.get(family, ""))
+        record = get_family(family)
+        defaults = f"{record.steps} step{'s' * (record.steps != 1)}, cfg {record.guidance:g}"
+        families.add_row(family, defaults, record.note)
     # hub ids are what users copy: never wrap or truncate them; the other columns wrap instead
     width = max([len(m.entry.hub_id) for m in statuses] + [15])
     checkpoints = Table()

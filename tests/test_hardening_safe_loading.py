@@ -185,7 +185,7 @@ def test_toyworld_verifier_loader_refuses_a_pickle_posing_as_safetensors(tmp_pat
 @pytest.fixture(scope="module")
 def evil_pipeline(tmp_path_factory):
     """(folder, marker): a tiny diffusers pipeline whose UNet weights are a crafted pickle."""
-    from noisesearch.core.tiny import tiny_sd_pipeline
+    from noisesearch.testing.tiny import tiny_sd_pipeline
 
     d = tmp_path_factory.mktemp("evilpipe")
     folder = d / "pipe"

@@ -1,6 +1,6 @@
 """The batched denoising core: schedules, solvers, per-candidate seeds, model adapters."""
 
-from noisesearch.core.adapters.base import ModelAdapter, ModelInfo, PromptEmbeddings
+from noisesearch.core.adapter import ModelAdapter, ModelInfo, PromptEmbeddings
 from noisesearch.core.sampler import CoreConfig, DenoisingCore, Trajectory
 from noisesearch.core.schedule import SOLVERS, Schedule, build_schedule
 from noisesearch.core.seeds import candidate_seeds, initial_latents

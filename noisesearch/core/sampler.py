@@ -19,7 +19,7 @@ from typing import TypeVar
 import torch
 
 from noisesearch.accounting import Meter
-from noisesearch.core.adapters.base import ModelAdapter, PromptEmbeddings
+from noisesearch.core.adapter import ModelAdapter, PromptEmbeddings
 from noisesearch.core.schedule import Schedule, build_schedule
 from noisesearch.core.seeds import initial_latents
 from noisesearch.core.solvers import renoise as renoise_latents

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from noisesearch.core.adapters.base import ModelAdapter
+from noisesearch.core.adapter import ModelAdapter
 from noisesearch.core.sampler import CoreConfig, DenoisingCore
 from noisesearch.npnet.checkpoint import save_npnet
 from noisesearch.npnet.collect import NoisePromptDataset

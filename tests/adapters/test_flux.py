@@ -7,8 +7,8 @@ import pytest
 import torch
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 
-from noisesearch.core.adapters.flux import FluxAdapter
-from noisesearch.core.tiny import tiny_flux_pipeline
+from noisesearch.models.adapters.flux import FluxAdapter
+from noisesearch.testing.tiny import tiny_flux_pipeline
 
 STEPS = 3
 SIZE = 32

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from noisesearch.core import CoreConfig, DenoisingCore
-from noisesearch.core.adapters import FluxAdapter, HunyuanDiTAdapter, PixArtSigmaAdapter, StableDiffusion3Adapter
-from noisesearch.core.tiny import tiny_flux_pipeline
+from noisesearch.models.adapters import FluxAdapter, HunyuanDiTAdapter, PixArtSigmaAdapter, StableDiffusion3Adapter
+from noisesearch.testing.tiny import tiny_flux_pipeline
 from noisesearch.models import load_model
 
 

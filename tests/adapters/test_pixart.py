@@ -7,9 +7,9 @@ import pytest
 import torch
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 
-from noisesearch.core.adapters.pixart import PixArtSigmaAdapter
+from noisesearch.models.adapters.pixart import PixArtSigmaAdapter
 from noisesearch.core.schedule import make_scheduler
-from noisesearch.core.tiny import tiny_pixart_sigma_pipeline
+from noisesearch.testing.tiny import tiny_pixart_sigma_pipeline
 
 STEPS = 4
 SIZE = 32

@@ -6,8 +6,8 @@ import pytest
 import torch
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 
-from noisesearch.core.adapters.sd3 import StableDiffusion3Adapter
-from noisesearch.core.tiny import tiny_sd3_pipeline
+from noisesearch.models.adapters.sd3 import StableDiffusion3Adapter
+from noisesearch.testing.tiny import tiny_sd3_pipeline
 
 STEPS = 3
 SIZE = 32

@@ -9,9 +9,9 @@ import torch
 
 from noisesearch.accounting import BudgetExceeded, Meter
 from noisesearch.core import CoreConfig, DenoisingCore
-from noisesearch.core.adapters import StableDiffusionAdapter
+from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.core.schedule import build_schedule, make_scheduler
-from noisesearch.core.tiny import tiny_sd_pipeline
+from noisesearch.testing.tiny import tiny_sd_pipeline
 from noisesearch.testing import FLOW_SCHEDULER_CONFIG, StubAdapter
 
 

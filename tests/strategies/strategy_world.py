@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from noisesearch.core.tiny import SD_SCHEDULER_CONFIG
+from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG
 from noisesearch.testing import StubAdapter
 from noisesearch.verifiers.base import CallableVerifier
 

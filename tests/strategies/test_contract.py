@@ -76,8 +76,8 @@ def test_best_score_improves_with_budget(strategy):
 
 @pytest.fixture(scope="module")
 def tiny_pipelines():
-    from noisesearch.core.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
-    from noisesearch.core.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+    from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
+    from noisesearch.testing.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
     return {"sd": StableDiffusionAdapter(tiny_sd_pipeline(seed=1)), "sdxl": StableDiffusionXLAdapter(tiny_sdxl_pipeline(seed=1))}
 

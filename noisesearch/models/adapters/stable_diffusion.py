@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
+from noisesearch.core.adapter import ModelInfo, PromptEmbeddings
 
 
 class StableDiffusionAdapter:

@@ -1,6 +1,6 @@
 """What models noisesearch supports, and which of them are in the local Hugging Face cache.
 
-:data:`CATALOG` lists each supported family with example checkpoints on the hub;
+:func:`catalog` lists each supported family's example checkpoints on the hub (from the family table);
 :func:`list_models` checks each against the local cache with ``huggingface_hub.scan_cache_dir``
 (a walk of the cache folder: never any network), and also reports cached diffusers pipelines of a
 supported class that the catalog does not name. ``noisesearch models`` prints the result.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from noisesearch.models import ADAPTERS, TINY_RANDOM_MODELS, detect_family
+from noisesearch.models.families import base_family, detect_family, families
 
 if TYPE_CHECKING:
     from huggingface_hub import CachedRepoInfo
@@ -23,47 +23,17 @@ if TYPE_CHECKING:
 class CatalogEntry:
     """One example checkpoint of a supported family."""
 
-    family: str  # key of noisesearch.models.RECOMMENDED and FAMILY_NOTES
+    family: str  # name of its ModelFamily
     hub_id: str  # repository on the Hugging Face hub (diffusers layout), or a built-in name
-    pipeline_class: str  # the diffusers pipeline class its model_index.json names
+    pipeline_class: str  # the diffusers pipeline class its model_index.json names (a builder for built-ins)
     gated: bool = False  # the hub asks users to accept a license before downloading
 
 
-#: what to know about each family (the adapter and its paper are in noisesearch.core.adapters)
-FAMILY_NOTES: dict[str, str] = {
-    "sd": "Stable Diffusion 1.x/2.x (epsilon or v-prediction)",
-    "sdxl": "SDXL and fine-tunes (DreamShaper-XL)",
-    "sd-turbo": "distilled: 1-4 steps, no CFG",
-    "sdxl-turbo": "distilled: 1-4 steps, no CFG",
-    "dreamshaper-xl-turbo": "4-8 steps; its DPM++ SDE sampler is stochastic: use euler or dpm++2m",
-    "sd3": "rectified flow, MMDiT, CLIP-L + CLIP-G + T5",
-    "sd3-turbo": "SD 3.5 Large Turbo: 4 steps, no CFG",
-    "flux": "rectified flow, packed latents, embedded guidance (one row per candidate)",
-    "flux-schnell": "distilled: 1-4 steps, no guidance",
-    "pixart-sigma": "DiT with learned sigma, T5; no resolution binning",
-    "hunyuan-dit": "DiT with learned sigma, BERT + mT5; no resolution binning",
-    "toyworld": "the embedded default",
-    "tiny-random": "random weights, for tests",
-}
-
-#: supported families with example checkpoints (diffusers-format repositories)
-CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry("sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", "StableDiffusionPipeline"),
-    CatalogEntry("sd", "stabilityai/stable-diffusion-2-1", "StableDiffusionPipeline"),
-    CatalogEntry("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "StableDiffusionXLPipeline"),
-    CatalogEntry("sdxl", "Lykon/dreamshaper-xl-1-0", "StableDiffusionXLPipeline"),
-    CatalogEntry("sd-turbo", "stabilityai/sd-turbo", "StableDiffusionPipeline"),
-    CatalogEntry("sdxl-turbo", "stabilityai/sdxl-turbo", "StableDiffusionXLPipeline"),
-    CatalogEntry("dreamshaper-xl-turbo", "Lykon/dreamshaper-xl-v2-turbo", "StableDiffusionXLPipeline"),
-    CatalogEntry("sd3", "stabilityai/stable-diffusion-3-medium-diffusers", "StableDiffusion3Pipeline", gated=True),
-    CatalogEntry("sd3", "stabilityai/stable-diffusion-3.5-medium", "StableDiffusion3Pipeline", gated=True),
-    CatalogEntry("sd3", "stabilityai/stable-diffusion-3.5-large", "StableDiffusion3Pipeline", gated=True),
-    CatalogEntry("sd3-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", "StableDiffusion3Pipeline", gated=True),
-    CatalogEntry("flux", "black-forest-labs/FLUX.1-dev", "FluxPipeline", gated=True),
-    CatalogEntry("flux-schnell", "black-forest-labs/FLUX.1-schnell", "FluxPipeline"),
-    CatalogEntry("pixart-sigma", "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "PixArtSigmaPipeline"),
-    CatalogEntry("hunyuan-dit", "Tencent-Hunyuan/HunyuanDiT-v1.2-Diffusers", "HunyuanDiTPipeline"),
-)
+def catalog() -> tuple[CatalogEntry, ...]:
+    """Every registered family's example checkpoints."""
+    return tuple(
+        CatalogEntry(f.name, ex.hub_id, f.pipeline_class, ex.gated) for f in families() for ex in f.examples
+    )
 
 
 @dataclass(frozen=True)
@@ -136,8 +106,9 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
     except CacheNotFound:
         repos = {}
 
+    entries = catalog()
     out: list[ModelStatus] = []
-    for entry in CATALOG:
+    for entry in entries:
         repo = repos.get(entry.hub_id)
         if repo is None:
             out.append(ModelStatus(entry, "missing"))
@@ -147,11 +118,11 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
         out.append(ModelStatus(entry, status, snapshot, int(repo.size_on_disk), missing))
 
     # cached diffusers pipelines the catalog does not name, if noisesearch can run their class
-    named = {e.hub_id for e in CATALOG}
+    named = {e.hub_id for e in entries}
     for repo_id in sorted(set(repos) - named):
         snapshot, index, missing = _inspect_repo(repos[repo_id])
         cls = (index or {}).get("_class_name")
-        if snapshot is None or cls not in ADAPTERS:
+        if snapshot is None or not isinstance(cls, str) or base_family(cls) is None:
             continue
         family = _family_from_index(repo_id, cls, snapshot)
         entry = CatalogEntry(family, repo_id, cls)
@@ -159,18 +130,21 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
         out.append(ModelStatus(entry, status, snapshot, int(repos[repo_id].size_on_disk), missing))
 
     out.append(ModelStatus(CatalogEntry("toyworld", "toyworld", "StableDiffusionPipeline"), "built-in"))
-    for name, builder in TINY_RANDOM_MODELS.items():
-        out.append(ModelStatus(CatalogEntry("tiny-random", name, builder), "built-in"))
+    for family in families():
+        if family.tiny_model is not None and family.tiny_builder is not None:
+            builder = family.tiny_builder.rpartition(":")[2]
+            out.append(ModelStatus(CatalogEntry("tiny-random", family.tiny_model, builder), "built-in"))
     return out
 
 
 def _family_from_index(repo_id: str, pipeline_class: str, snapshot: str) -> str:
     """The family :func:`noisesearch.models.detect_family` gives on loading, from files alone."""
-    guidance_embeds = None
-    if pipeline_class == "FluxPipeline":
+    config: dict[str, Any] = {}
+    for denoiser in ("transformer", "unet"):
         try:
-            cfg = json.loads((Path(snapshot) / "transformer" / "config.json").read_text())
-            guidance_embeds = bool(cfg.get("guidance_embeds", False))
+            config = json.loads((Path(snapshot) / denoiser / "config.json").read_text())
+            config.setdefault("guidance_embeds", False)  # diffusers' default when the file omits it
+            break
         except (OSError, ValueError):
-            pass
-    return detect_family(repo_id, pipeline_class, guidance_embeds)
+            continue
+    return detect_family(repo_id, pipeline_class, config).name

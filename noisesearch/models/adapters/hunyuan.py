@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
+from noisesearch.core.adapter import ModelInfo, PromptEmbeddings
+from noisesearch.models.adapters.transformer import TransformerPipelineAdapter
 
 #: the pipeline's micro-conditioning defaults: original size, crop top-left (target size = output size)
 ORIGINAL_SIZE = (1024, 1024)

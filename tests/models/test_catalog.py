@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
-from noisesearch.model_catalog import CATALOG, FAMILY_NOTES, list_models
-from noisesearch.models import ADAPTERS, RECOMMENDED, detect_family
+from noisesearch.models import detect_family, get_family, supported_pipelines
+from noisesearch.models.catalog import catalog, list_models
 
 
 def _fake_repo(cache: Path, repo_id: str, index: dict, files: dict[str, dict]) -> None:
@@ -45,10 +45,13 @@ def cache(tmp_path):
 
 
 def test_catalog_is_consistent():
-    for entry in CATALOG:
-        assert entry.pipeline_class in ADAPTERS
-        assert entry.family in RECOMMENDED and entry.family in FAMILY_NOTES
-        assert detect_family(entry.hub_id, entry.pipeline_class, entry.family != "flux-schnell") == entry.family
+    entries = catalog()
+    assert len(entries) == 15
+    for entry in entries:
+        assert entry.pipeline_class in supported_pipelines()
+        assert get_family(entry.family).note
+        config = {"guidance_embeds": entry.family != "flux-schnell"}
+        assert detect_family(entry.hub_id, entry.pipeline_class, config).name == entry.family
 
 
 def test_list_models_reads_the_cache(cache):
@@ -97,4 +100,5 @@ def test_models_command_bad_cache_dir(tmp_path):
     ],
 )
 def test_detect_family(name, cls, embeds, family):
-    assert detect_family(name, cls, embeds) == family
+    config = {} if embeds is None else {"guidance_embeds": embeds}
+    assert detect_family(name, cls, config).name == family

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.adapters.transformer import TransformerPipelineAdapter
+from noisesearch.core.adapter import ModelInfo, PromptEmbeddings
+from noisesearch.models.adapters.transformer import TransformerPipelineAdapter
 
 
 class StableDiffusion3Adapter(TransformerPipelineAdapter):

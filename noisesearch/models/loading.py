@@ -13,71 +13,23 @@ import json
 import os
 import pickle
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from noisesearch.core.adapters.base import ModelAdapter, ModelInfo
-from noisesearch.core.adapters.flux import FluxAdapter
-from noisesearch.core.adapters.hunyuan import HunyuanDiTAdapter
-from noisesearch.core.adapters.pixart import PixArtSigmaAdapter
-from noisesearch.core.adapters.sd3 import StableDiffusion3Adapter
-from noisesearch.core.adapters.stable_diffusion import StableDiffusionAdapter, StableDiffusionXLAdapter
+from noisesearch.core.adapter import ModelAdapter, ModelInfo
+from noisesearch.models.families import (
+    base_family,
+    detect_family,
+    family_of_tiny_model,
+    get_family,
+    supported_pipelines,
+)
 from noisesearch.paths import user_path
 
-TOYWORLD_DIR = Path(__file__).parent / "toyworld" / "weights" / "pipeline"
+TOYWORLD_DIR = Path(__file__).parent.parent / "toyworld" / "weights" / "pipeline"
 DEFAULT_MODEL = "toyworld"
-
-#: diffusers pipeline class -> adapter class
-ADAPTERS: dict[str, Callable[..., ModelAdapter]] = {
-    "StableDiffusionPipeline": StableDiffusionAdapter,
-    "StableDiffusionXLPipeline": StableDiffusionXLAdapter,
-    "StableDiffusion3Pipeline": StableDiffusion3Adapter,
-    "FluxPipeline": FluxAdapter,
-    "PixArtSigmaPipeline": PixArtSigmaAdapter,
-    "HunyuanDiTPipeline": HunyuanDiTAdapter,
-}
-
-#: diffusers pipeline class -> model family (a key of RECOMMENDED); refined by :func:`detect_family`
-PIPELINE_FAMILIES: dict[str, str] = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusion3Pipeline": "sd3",
-    "FluxPipeline": "flux",
-    "PixArtSigmaPipeline": "pixart-sigma",
-    "HunyuanDiTPipeline": "hunyuan-dit",
-}
-
-#: random-weight pipelines by name -> builder in noisesearch.core.tiny
-TINY_RANDOM_MODELS: dict[str, str] = {
-    "tiny-random-sd": "tiny_sd_pipeline",
-    "tiny-random-sdxl": "tiny_sdxl_pipeline",
-    "tiny-random-sd3": "tiny_sd3_pipeline",
-    "tiny-random-flux": "tiny_flux_pipeline",
-    "tiny-random-pixart": "tiny_pixart_sigma_pipeline",
-    "tiny-random-hunyuan": "tiny_hunyuan_dit_pipeline",
-}
-
-#: per-family sampling defaults when the user gives none: (steps, guidance, verifier)
-RECOMMENDED: dict[str, dict[str, Any]] = {
-    "toyworld": {"steps": 20, "guidance": 4.0, "verifier": "toydetect"},
-    "tiny-random": {"steps": 10, "guidance": 4.0, "verifier": "toyclip"},
-    "sd": {"steps": 30, "guidance": 7.5, "verifier": "clipscore"},
-    "sdxl": {"steps": 30, "guidance": 5.0, "verifier": "clipscore"},
-    # few-step distilled models (model cards): no classifier-free guidance
-    "sd-turbo": {"steps": 1, "guidance": 0.0, "verifier": "clipscore"},
-    "sdxl-turbo": {"steps": 1, "guidance": 0.0, "verifier": "clipscore"},
-    "dreamshaper-xl-turbo": {"steps": 6, "guidance": 2.0, "verifier": "clipscore"},
-    # transformer families: the stock pipelines' defaults
-    "sd3": {"steps": 28, "guidance": 7.0, "verifier": "clipscore"},
-    "sd3-turbo": {"steps": 4, "guidance": 0.0, "verifier": "clipscore"},  # SD 3.5 Large Turbo
-    "flux": {"steps": 28, "guidance": 3.5, "verifier": "clipscore"},  # embedded guidance (one row per candidate)
-    "flux-schnell": {"steps": 4, "guidance": 0.0, "verifier": "clipscore"},  # no guidance input
-    "pixart-sigma": {"steps": 20, "guidance": 4.5, "verifier": "clipscore"},
-    "hunyuan-dit": {"steps": 50, "guidance": 5.0, "verifier": "clipscore"},
-}
 
 
 class ModelNotFoundError(ValueError):
@@ -129,29 +81,17 @@ def _from_pretrained(source: Any, **kwargs: Any) -> Any:
         return DiffusionPipeline.from_pretrained(source, **kwargs)
 
 
-def detect_family(name: str, pipeline_class: str, guidance_embeds: bool | None = None) -> str:
-    """The family (a key of :data:`RECOMMENDED`) of a checkpoint: its pipeline class, refined for
-    few-step variants by the checkpoint's name and for FLUX.1 [schnell] by its transformer's
-    ``guidance_embeds`` (False: no guidance input)."""
-    family = PIPELINE_FAMILIES.get(pipeline_class, "sd")
-    lowered = str(name).lower()
-    if family == "sdxl" and "dreamshaper" in lowered and "turbo" in lowered:
-        return "dreamshaper-xl-turbo"
-    if family in ("sd", "sdxl", "sd3") and "turbo" in lowered:
-        return family + "-turbo"
-    if family == "flux" and guidance_embeds is False:
-        return "flux-schnell"
-    return family
-
-
 def _wrap(pipe: Any, name: str, family: str) -> ModelAdapter:
+    """Wraps ``pipe`` in its family's adapter; ``family`` gives the sampling defaults."""
     cls_name = type(pipe).__name__
-    if cls_name not in ADAPTERS:
+    base = base_family(cls_name)
+    if base is None:
         raise ValueError(
-            f"model {name!r} is a {cls_name}, which noisesearch does not support yet; supported: {', '.join(ADAPTERS)}"
+            f"model {name!r} is a {cls_name}, which noisesearch does not support yet; "
+            f"supported: {', '.join(supported_pipelines())}"
         )
-    info = ModelInfo(name=name, family=family, pipeline_class=cls_name, details=dict(RECOMMENDED.get(family, {})))
-    return ADAPTERS[cls_name](pipe, info)
+    info = ModelInfo(name=name, family=family, pipeline_class=cls_name, details=get_family(family).defaults)
+    return base.adapter_class()(pipe, info)
 
 
 def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None:
@@ -192,10 +132,8 @@ def load_model(
             )
         pipe = _from_pretrained(TOYWORLD_DIR, local_files_only=True, torch_dtype=torch_dtype)
         family = "toyworld"
-    elif name in TINY_RANDOM_MODELS:
-        from noisesearch.core import tiny
-
-        pipe = getattr(tiny, TINY_RANDOM_MODELS[name])()
+    elif (tiny_family := family_of_tiny_model(name)) is not None:
+        pipe = tiny_family.build_tiny()
         if torch_dtype != torch.float32:
             pipe.to(torch_dtype)
         family = "tiny-random"
@@ -208,8 +146,8 @@ def load_model(
                     "save_pretrained or a Hugging Face id in your cache"
                 )
             class_name = json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
-            if class_name not in ADAPTERS:
-                raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(ADAPTERS)}")
+            if base_family(class_name) is None:
+                raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(supported_pipelines())}")
             try:
                 pipe = _from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
             except (OSError, pickle.UnpicklingError) as e:  # missing, truncated or unsafe (pickled code) weights
@@ -237,8 +175,8 @@ def load_model(
                 f"unknown model {name!r}; use 'toyworld' (the embedded default), a diffusers folder, "
                 "or a Hugging Face id such as stabilityai/stable-diffusion-xl-base-1.0 from your cache"
             )
-        transformer_config = getattr(getattr(pipe, "transformer", None), "config", None)
-        family = detect_family(name, type(pipe).__name__, getattr(transformer_config, "guidance_embeds", None))
+        denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+        family = detect_family(name, type(pipe).__name__, dict(getattr(denoiser, "config", None) or {})).name
     pipe.set_progress_bar_config(disable=True)
     pipe.to(dev)
     _optimise_for_device(pipe, dev, compile)

@@ -1,6 +1,6 @@
 """Test utilities: a counting stub model that needs no weights.
 
-:class:`StubAdapter` follows the :class:`~noisesearch.core.adapters.base.ModelAdapter` contract
+:class:`StubAdapter` follows the :class:`~noisesearch.core.adapter.ModelAdapter` contract
 with a cheap deterministic row-wise "network", counts every call and row it sees, and decodes
 latents to images by a fixed map. Strategy and accounting tests use it to check that reported
 compute equals actual calls.
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from noisesearch.core.adapters.base import ModelInfo, PromptEmbeddings
-from noisesearch.core.tiny import SD_SCHEDULER_CONFIG
+from noisesearch.core.adapter import ModelInfo, PromptEmbeddings
+from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG
 
 FLOW_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0}
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from noisesearch.core.adapters.base import ModelInfo
-from noisesearch.core.adapters.vae import decode_latents
+from noisesearch.core.adapter import ModelInfo
+from noisesearch.models.adapters.vae import decode_latents
 
 
 class TransformerPipelineAdapter:
