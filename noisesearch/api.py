@@ -1,4 +1,8 @@
-"""The Python API: :func:`search` mirrors ``noisesearch run``."""
+"""The Python API: :func:`search` mirrors ``noisesearch run``.
+
+Both describe a run as a :class:`~noisesearch.request.SearchRequest`, resolve it once
+(:func:`~noisesearch.request.resolve`) and run it with :func:`run_resolved`.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +15,28 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapter import ModelAdapter
-from noisesearch.core.sampler import CoreConfig, DenoisingCore
+from noisesearch.core.sampler import DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
-from noisesearch.models import load_model
-from noisesearch.strategies.base import Strategy, make_strategy
+from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, ensure_registrations, resolve
+from noisesearch.strategies.base import Strategy
 from noisesearch.verifiers.base import Verifier, as_verifier, check_prompt, load_verifier
 
-
-def _ensure_registrations() -> None:
-    # importing these modules registers the built-in strategies and verifiers
-    import noisesearch.strategies  # noqa: F401
-    from noisesearch.verifiers.base import register_builtin_verifiers
-
-    register_builtin_verifiers()
+# kept for callers of the earlier private name
+_ensure_registrations = ensure_registrations
 
 
 def resolve_verifier(verifier: str | Verifier | Callable[..., Any], device: torch.device) -> Verifier:
-    _ensure_registrations()
+    """A verifier object from a registered name or anything :func:`as_verifier` accepts."""
+    ensure_registrations()
     if isinstance(verifier, str):
         return load_verifier(verifier, device=device)
     return as_verifier(verifier)
 
 
 def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
-    _ensure_registrations()
+    """A strategy object from a registered name and its options, or the object itself."""
     if isinstance(strategy, str):
-        return make_strategy(strategy, **options)
+        return build_strategy(strategy, options)
     if options:
         raise ValueError("strategy options are only accepted together with a strategy name")
     return strategy
@@ -54,21 +54,7 @@ def package_versions() -> dict[str, str]:
 
 def budget_from(budget: int | None, candidates: int | None, steps: int) -> int:
     """The NFE budget from ``budget`` or ``candidates`` (full samples); validates both."""
-    if budget is not None and candidates is not None:
-        raise ValueError("give either a budget in NFEs or a number of candidates, not both")
-    if candidates is not None:
-        if not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be a positive integer, got {candidates!r}")
-        return candidates * steps
-    if budget is None:
-        return 16 * steps
-    if not isinstance(budget, int) or budget <= 0:
-        raise ValueError(f"budget must be a positive number of NFEs, got {budget!r}")
-    if budget < steps:
-        raise ValueError(
-            f"budget of {budget} NFEs is smaller than one full sample ({steps} steps); raise --budget or lower --steps"
-        )
-    return budget
+    return SearchRequest(budget=budget, candidates=candidates).nfe_budget(steps)
 
 
 def search(
@@ -101,25 +87,34 @@ def search(
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is empty; give the text to generate")
-    adapter = model if isinstance(model, ModelAdapter) else load_model(model, device=device, dtype=dtype)
-    rec = adapter.info.details
-    config = CoreConfig(
-        solver=scheduler,
-        steps=steps if steps is not None else int(rec.get("steps", 20)),
-        guidance=guidance if guidance is not None else float(rec.get("guidance", 7.5)),
-        height=height,
-        width=width,
-        negative_prompt=negative_prompt,
-        max_batch=max_batch,
+    request = SearchRequest(
+        model=model,
+        strategy=strategy,
+        strategy_options=strategy_options or {},
+        verifier=verifier,
+        budget=budget,
+        candidates=candidates,
+        seed=seed,
+        sampling=Sampling(steps, guidance, scheduler, height, width, negative_prompt, max_batch),
+        prior=prior,
+        device=device,
+        dtype=dtype,
     )
-    core = DenoisingCore(adapter, config)
-    strat = resolve_strategy(strategy, strategy_options or {})
-    verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
-    check_prompt(verif, prompt.strip())  # before any compute: a verifier may not read every prompt
-    nfe_budget = budget_from(budget, candidates, config.steps)
-    ctx = SearchContext(core, verif, prompt.strip(), nfe_budget, seed=seed, prior=prior)
+    return run_resolved(resolve(request), prompt, progress=progress)
+
+
+def run_resolved(
+    resolved: ResolvedSearch, prompt: str, progress: Callable[[int, int], None] | None = None
+) -> SearchResult:
+    """Runs one resolved search on ``prompt``; Ctrl-C returns the candidates finished so far (``partial``)."""
+    request, adapter, verif, strat = resolved.request, resolved.adapter, resolved.verifier, resolved.strategy
+    prompt = prompt.strip()
+    check_prompt(verif, prompt)  # before any compute: a verifier may not read every prompt
+    core = DenoisingCore(adapter, resolved.core_config)
+    config = resolved.core_config
+    ctx = SearchContext(core, verif, prompt, resolved.nfe_budget, seed=request.seed, prior=resolved.prior)
     if progress is not None:
-        ctx.meter.listeners.append(lambda acc: progress(acc.nfe, nfe_budget))
+        ctx.meter.listeners.append(lambda acc: progress(acc.nfe, resolved.nfe_budget))
     start = time.perf_counter()
     partial = False
     try:
@@ -136,22 +131,22 @@ def search(
         model=adapter.info.name,
         strategy=getattr(strat, "name", type(strat).__name__),
         verifier=verif.name,
-        budget_nfe=nfe_budget,
+        budget_nfe=resolved.nfe_budget,
         candidates=ctx.candidates,
         accounting=acc,
         history=ctx.history,
         partial=partial,
         settings={
-            "seed": seed,
+            "seed": request.seed,
             "steps": config.steps,
             "guidance": config.guidance,
             "scheduler": core.solver,
             "height": core.height,
             "width": core.width,
-            "negative_prompt": negative_prompt,
+            "negative_prompt": config.negative_prompt,
             "device": str(adapter.device),
             "dtype": str(adapter.dtype).replace("torch.", ""),
-            "max_batch": max_batch,
+            "max_batch": config.max_batch,
             "strategy_options": {k: v for k, v in vars(strat).items()} if hasattr(strat, "__dataclass_fields__") else {},
             "model_family": adapter.info.family,
             "versions": package_versions(),

@@ -293,7 +293,7 @@ def toyworld_train(
     quick: Annotated[bool, typer.Option(help="A few steps end to end (smoke test).")] = False,
 ) -> None:
     """Train the embedded text-to-image model (VAE, then UNet + text encoder) into a diffusers folder."""
-    from noisesearch.toyworld.train import ToyTrainConfig, train_pipeline
+    from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
 
     try:
         from noisesearch.report import ensure_writable_dir
@@ -311,7 +311,7 @@ def toyworld_train_verifiers(
     quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
 ) -> None:
     """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
-    from noisesearch.toyworld import train_verifiers
+    from noisesearch.toyworld.training import verifiers as train_verifiers
 
     train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))
 

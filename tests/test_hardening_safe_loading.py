@@ -250,7 +250,8 @@ def test_toyworld_verifier_file_with_wrong_keys_names_them(tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from noisesearch.toyworld.verifier_models import WEIGHTS_DIR, load_verifier_file
+    from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR as WEIGHTS_DIR
+    from noisesearch.toyworld.networks import load_verifier_file
 
     shipped = WEIGHTS_DIR / "toyclip.safetensors"
     if not shipped.is_file():

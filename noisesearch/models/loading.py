@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +26,9 @@ from noisesearch.models.families import (
     supported_pipelines,
 )
 from noisesearch.paths import user_path
+from noisesearch.toyworld.assets import PIPELINE_DIR
 
-TOYWORLD_DIR = Path(__file__).parent.parent / "toyworld" / "weights" / "pipeline"
+TOYWORLD_DIR = PIPELINE_DIR
 DEFAULT_MODEL = "toyworld"
 
 

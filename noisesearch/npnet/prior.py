@@ -15,13 +15,14 @@ from noisesearch.npnet.checkpoint import load_npnet
 from noisesearch.npnet.model import NPNet
 from noisesearch.strategies.base import register_strategy
 from noisesearch.strategies.random_search import RandomSearch
+from noisesearch.toyworld.assets import NPNET_FILE
 
 if TYPE_CHECKING:
     from noisesearch.core.sampler import DenoisingCore
     from noisesearch.engine import NoisePrior, SearchContext
 
 #: the NPNet trained for the embedded world and shipped with it (see its README for the command)
-TOYWORLD_NPNET = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "npnet.safetensors"
+TOYWORLD_NPNET = NPNET_FILE
 
 
 def default_checkpoint(family: str) -> Path:

@@ -143,7 +143,7 @@ def _check_name(name: str) -> None:
 
 _BUILTIN_MODULES = (
     "noisesearch.verifiers.clip",
-    "noisesearch.verifiers.toyworld",
+    "noisesearch.toyworld.verifiers",
     "noisesearch.verifiers.ensemble",
 )
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from noisesearch.toyworld import grammar, scenes
-from noisesearch.toyworld.detector import (
+from noisesearch.toyworld.verifiers import (
     COLOR_NAMES,
     SHAPE_NAMES,
     Detections,
@@ -19,7 +19,7 @@ from noisesearch.toyworld.detector import (
     decode,
     satisfaction_log_prob,
 )
-from noisesearch.toyworld.train_verifiers import detection_targets, recolor
+from noisesearch.toyworld.training.verifiers import detection_targets, recolor
 
 CFG = ToyDetectConfig()
 

@@ -13,8 +13,8 @@ from transformers import CLIPTokenizer
 
 from noisesearch.toyworld import grammar
 from noisesearch.toyworld import model as tw_model
-from noisesearch.toyworld.data import batch_indices, render_pool
-from noisesearch.toyworld.train import ToyTrainConfig, train_pipeline
+from noisesearch.toyworld.training.data import batch_indices, render_pool
+from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
 
 WEIGHTS = Path(tw_model.__file__).parent / "weights" / "pipeline"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from noisesearch.toyworld import grammar, scenes
-from noisesearch.toyworld.train_verifiers import (
+from noisesearch.toyworld.training.verifiers import (
     QUICK,
     augment,
     measure,
@@ -19,9 +19,10 @@ from noisesearch.toyworld.train_verifiers import (
     sample_batch,
     sample_negatives,
 )
-from noisesearch.toyworld.verifier_models import WEIGHTS_DIR, WordTokenizer
+from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR as WEIGHTS_DIR
+from noisesearch.toyworld.networks import WordTokenizer
 from noisesearch.verifiers import available_verifiers, load_verifier
-from noisesearch.verifiers.toyworld import load_toy_verifier  # registers the three toy verifiers
+from noisesearch.toyworld.verifiers import load_toy_verifier  # registers the three toy verifiers
 
 KINDS = ("toyclip", "toyrelation", "toydetect")
 
@@ -81,7 +82,7 @@ def test_word_tokenizer():
 
 def _shipped(kind: str):
     if not (WEIGHTS_DIR / f"{kind}.safetensors").is_file():
-        pytest.skip(f"{kind} weights not shipped yet ({WEIGHTS_DIR}); run python -m noisesearch.toyworld.train_verifiers")
+        pytest.skip(f"{kind} weights not shipped yet ({WEIGHTS_DIR}); run python -m noisesearch.toyworld.training.verifiers")
     return load_verifier(kind)
 
 
@@ -172,7 +173,7 @@ def test_toydetect_refuses_prompts_outside_the_grammar_before_generating():
 
 
 def test_missing_weights_error_names_file_and_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors.*train_verifiers"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors.*train-verifiers"):
         load_toy_verifier("toyclip", path=tmp_path / "nothing.safetensors")
 
 

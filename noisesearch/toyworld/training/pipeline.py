@@ -6,7 +6,7 @@ Two stages, both on CPU with fixed seeds:
 2. the UNet and the text encoder jointly, from scratch, with the standard noise-prediction
    objective over uniform t, caption dropout for classifier-free guidance, and an EMA of weights.
 
-    python -m noisesearch.toyworld.train --out DIR [--quick]
+    python -m noisesearch.toyworld.training.pipeline --out DIR [--quick]
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 from noisesearch.toyworld import grammar, scenes
 from noisesearch.toyworld import model as tw_model
-from noisesearch.toyworld.data import ScenePool, batch_indices, render_pool
+from noisesearch.toyworld.assets import PIPELINE_DIR
+from noisesearch.toyworld.training.data import ScenePool, batch_indices, render_pool
 
-DEFAULT_OUT = Path(__file__).parent / "weights" / "pipeline"
+DEFAULT_OUT = PIPELINE_DIR
 
 
 @dataclass(frozen=True)
@@ -302,8 +303,8 @@ trained by noisesearch from scratch on procedural shape scenes (`noisesearch.toy
   records the steps actually taken, so training from it reproduces these weights
 - Full settings: `training_config.json`; metrics: `training_metrics.json`.
 - Reproduce these weights: `train_pipeline(ToyTrainConfig(**json.load(open("training_config.json"))), out_dir)`
-  (from `noisesearch.toyworld.train`; same thread count for bit-identical results).
-- Inspect samples: `python -m noisesearch.toyworld.sample_grid --pipeline <this folder> --out grid.png`.
+  (from `noisesearch.toyworld.training.pipeline`; same thread count for bit-identical results).
+- Inspect samples: `python -m noisesearch.toyworld.training.sample_grid --pipeline <this folder> --out grid.png`.
 """
     (out / "README.md").write_text(text)
 
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps end to end (for tests)")
     args = parser.parse_args(argv)
     cfg = ToyTrainConfig.quick() if args.quick else ToyTrainConfig()
-    command = "python -m noisesearch.toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m noisesearch.toyworld.training.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
     train_pipeline(cfg, args.out, command=command.strip())
 
 

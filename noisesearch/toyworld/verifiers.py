@@ -1,4 +1,15 @@
-"""``toydetect``: a learned object detector plus a symbolic scorer, GenEval-style.
+"""The embedded world's verifiers, ``toyclip``, ``toyrelation`` and ``toydetect``, from shipped weights.
+
+- ``toyclip``: CLIPScore (2.5·max(cos, 0), in [0, 2.5]) with a small CLIP trained on toyworld;
+  the same :class:`~noisesearch.verifiers.clip.CLIPScoreVerifier` code path as real CLIP models.
+- ``toyrelation``: the match logit (log-odds that the caption describes the image, unbounded,
+  0 = undecided) of a grid-token / cross-attention matcher that sees positions and counts.
+- ``toydetect``: log-probability (≤ 0) that the image shows exactly what the prompt says, from a
+  learned detector, GenEval-style (below); toyworld grammar prompts only.
+
+All three are differentiable with respect to the images. Their networks live in
+:mod:`noisesearch.toyworld.networks`, their training in :mod:`noisesearch.toyworld.training.verifiers`.
+
 
 Detector-based verifiers (GenEval, Ghosh et al. 2023; T2I-CompBench's UniDet scorer, Huang et al.
 2023) find the objects first and then check the prompt against them. Contrastive verifiers must
@@ -6,7 +17,7 @@ bind a colour to a shape inside one embedding, which is where toyclip and toyrel
 (colour, shape) pairs never seen in training. Here binding is done by counting instead, so any
 pair of a known colour and a known shape can be scored:
 
-1. **Detector** (:class:`ToyDetectNet`), on a 16×16 grid over the 32×32 image, CenterNet style
+1. **Detector** (:class:`~noisesearch.toyworld.networks.ToyDetectNet`), on a 16×16 grid over the 32×32 image, CenterNet style
    (Zhou et al. 2019, "Objects as Points"):
 
    * a *shape branch* (a small U-Net) predicts an object-centre heatmap, a sub-cell offset of the
@@ -28,7 +39,7 @@ pair of a known colour and a known shape can be scored:
    grammar), and a spatial relation holds with probability ``σ((Δ - margin) / τ)`` on the two
    objects' centres, summed over all assignments of detections to the two objects.
 
-Trained by :mod:`noisesearch.toyworld.train_verifiers` (``--only toydetect``) on rendered training
+Trained by :mod:`noisesearch.toyworld.training.verifiers` (``--only toydetect``) on rendered training
 scenes with labels from the scene description (where each object is, its colour and shape); it
 shares no code or weights with the pixel evaluator.
 """
@@ -37,79 +48,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld import grammar
+from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR
 from noisesearch.toyworld.grammar import PromptSpec
-from noisesearch.toyworld.verifier_models import ToyImageInput
+from noisesearch.toyworld.networks import COLOR_NAMES, SHAPE_NAMES, ToyDetectConfig, ToyDetectNet, load_verifier_file
+from noisesearch.verifiers.base import register_verifier
+from noisesearch.verifiers.clip import CLIPScoreVerifier
 from noisesearch.verifiers.transforms import check_images
 
-COLOR_NAMES: tuple[str, ...] = tuple(scenes.COLORS)  # colour class i + 1 (0 = background)
-SHAPE_NAMES: tuple[str, ...] = tuple(scenes.SHAPES)  # shape class i
 
-
-@dataclass(frozen=True)
-class ToyDetectConfig:
-    """Sizes of :class:`ToyDetectNet` and the scorer's constants."""
-
-    image_size: int = 32  # input resolution (other sizes are resized)
-    widths: tuple[int, int, int] = (32, 64, 128)  # shape branch at 32², 16², 8²
-    color_width: int = 32  # colour branch channels
-    max_objects: int = 8  # heatmap peaks kept as detections
-    relation_margin: float = grammar.RELATION_MARGIN  # a relation holds beyond this centre offset
-    relation_temperature: float = 0.02  # softness of the relation test (image fractions)
-    floor: float = 1e-12  # the score is log(max(P, floor)): bounded below
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // 2
-
-
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(8, cout), nn.GELU())
-
-
-class ToyDetectNet(nn.Module):
-    """Per-cell maps on the 16×16 grid: ``heatmap`` logits [N, 1, g, g], ``offset`` [N, 2, g, g]
-    (centre within the cell, in cells, x then y), ``shape`` logits [N, 3, g, g] and ``color`` logits
-    [N, 7, g, g] (class 0 = background)."""
-
-    def __init__(self, cfg: ToyDetectConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        w1, w2, w3 = cfg.widths
-        self.stem = _conv(3, w1)  # 32²
-        self.down1 = nn.Sequential(_conv(w1, w2, 2), _conv(w2, w2))  # 16²
-        self.down2 = nn.Sequential(_conv(w2, w3, 2), _conv(w3, w3), _conv(w3, w3))  # 8²
-        self.fuse = nn.Sequential(_conv(w2 + w3, w2), _conv(w2, w2))  # 16²
-        self.heads = nn.Conv2d(w2, 1 + 2 + len(SHAPE_NAMES), 1)
-        c = cfg.color_width
-        self.color = nn.Sequential(  # receptive field 4×4 pixels: colour, never shape
-            nn.Conv2d(3, c, 1), nn.GELU(), nn.Conv2d(c, c, 2, stride=2), nn.GELU(),
-            nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, 1 + len(COLOR_NAMES), 1),
-        )
-        with torch.no_grad():  # CenterNet's prior: few cells are centres
-            self.heads.bias[0].fill_(-4.0)
-        self.prepare = ToyImageInput(cfg.image_size)
-
-    def forward(self, images: torch.Tensor, shape_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``images`` [N, 3, H, W] in [0, 1]. ``shape_images`` (training) is what the shape branch
-        sees instead, e.g. the same images under a colour transform."""
-        x = self.prepare(images)
-        x1 = self.down1(self.stem(x if shape_images is None else self.prepare(shape_images)))
-        x2 = self.down2(x1)
-        up = F.interpolate(x2, scale_factor=2, mode="nearest")
-        h = self.heads(self.fuse(torch.cat([x1, up], dim=1)))
-        return {
-            "heatmap": h[:, :1],
-            "offset": h[:, 1:3],
-            "shape": h[:, 3:],
-            "color": self.color(x),
-        }
-
+# --- toydetect: detections and the symbolic score ---------------------------------------------
 
 @dataclass
 class Detections:
@@ -250,13 +203,60 @@ class ToyDetectVerifier:
         return out
 
 
-__all__ = [
-    "COLOR_NAMES",
-    "SHAPE_NAMES",
-    "Detections",
-    "ToyDetectConfig",
-    "ToyDetectNet",
-    "ToyDetectVerifier",
-    "decode",
-    "satisfaction_log_prob",
-]
+# --- loading and registration ---------------------------------------------------------------------
+
+class ToyRelationVerifier:
+    """Scores with :class:`~noisesearch.toyworld.networks.ToyRelationNet`: the match logit."""
+
+    differentiable = True
+
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "toyrelation") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] (resized to 32×32 if needed), B prompts -> logits [B]."""
+        prompts = list(prompts)
+        check_images(images, prompts)
+        param = next(self.model.parameters())
+        tokens = self.tokenizer(prompts).to(param.device)
+        return self.model(images.to(device=param.device, dtype=param.dtype), tokens).float()
+
+
+def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer=None):
+    """Wraps a trained toy model into its verifier (shared by the loader and the training script)."""
+    if kind == "toyclip":
+        from open_clip import get_model_preprocess_cfg
+
+        pp = get_model_preprocess_cfg(model)
+        return CLIPScoreVerifier(model, tokenizer, pp["size"], pp["mean"], pp["std"], w=2.5, name="toyclip")
+    if kind == "toyrelation":
+        return ToyRelationVerifier(model, tokenizer)
+    if kind == "toydetect":
+        return ToyDetectVerifier(model)
+    raise ValueError(f"unknown toy verifier {kind!r}; use 'toyclip', 'toyrelation' or 'toydetect'")
+
+
+def load_toy_verifier(kind: str, device: str | torch.device = "cpu", path: str | Path | None = None):
+    """Loads shipped (or ``path``) safetensors weights, in eval mode on ``device``."""
+    model, _, tokenizer = load_verifier_file(path or VERIFIER_WEIGHTS_DIR / f"{kind}.safetensors", kind, device)
+    return toy_verifier_from_model(kind, model, tokenizer)
+
+
+@register_verifier("toyclip", "toyworld: CLIPScore with a small CLIP trained on toyworld (weak on relations)")
+def toyclip_factory(device: str | torch.device = "cpu", path: str | None = None) -> CLIPScoreVerifier:
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toyclip", device, path)
+
+
+@register_verifier("toyrelation", "toyworld: match logit of a grid-token cross-attention matcher (relations, counts)")
+def toyrelation_factory(device: str | torch.device = "cpu", path: str | None = None) -> ToyRelationVerifier:
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toyrelation", device, path)
+
+
+@register_verifier("toydetect", "toyworld: log P(prompt holds) from a learned object detector (GenEval-style; grammar prompts only)")
+def toydetect_factory(device: str | torch.device = "cpu", path: str | None = None):
+    """Option ``path``: another weights file written by ``train_verifiers``."""
+    return load_toy_verifier("toydetect", device, path)

@@ -3,7 +3,7 @@
 Rows are prompts (a few held-out prompts per category, optionally preceded by train-split prompts
 for reference), columns are seeds. Uses the stock ``StableDiffusionPipeline`` with its own scheduler.
 
-    python -m noisesearch.toyworld.sample_grid --pipeline DIR --out grid.png
+    python -m noisesearch.toyworld.training.sample_grid --pipeline DIR --out grid.png
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image, ImageDraw
 
 from noisesearch.toyworld import grammar
+from noisesearch.toyworld.assets import PIPELINE_DIR
 
-DEFAULT_PIPELINE = Path(__file__).parent / "weights" / "pipeline"
+DEFAULT_PIPELINE = PIPELINE_DIR
 
 
 def pick_prompts(per_category: int, train_prompts: int, seed: int = 0) -> list[tuple[str, str]]:

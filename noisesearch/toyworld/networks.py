@@ -1,6 +1,7 @@
-"""Learned verifiers for toyworld: model definitions, the word tokenizer, and safetensors I/O.
+"""The toyworld verifiers' networks: definitions, the word tokenizer, and safetensors I/O.
 
-Two verifiers of different kinds, both trained by :mod:`noisesearch.toyworld.train_verifiers`:
+Three verifiers of different kinds, all trained by :mod:`noisesearch.toyworld.training.verifiers`
+and scored by :mod:`noisesearch.toyworld.verifiers`:
 
 - ``toyclip``: a small open_clip ``CLIP`` (ViT 32px/patch 4, causal text transformer) trained
   contrastively (InfoNCE with hard-negative captions). It is scored through the same
@@ -9,6 +10,8 @@ Two verifiers of different kinds, both trained by :mod:`noisesearch.toyworld.tra
   2-D positional embeddings; the caption's words (own embedding) self-attend and cross-attend to
   the grid; a head on the pooled token states gives a match logit. Trained as balanced binary
   classification of matching vs hard-negative (caption, image) pairs.
+- ``toydetect``: a CenterNet-style detector (:class:`ToyDetectNet`) with separate colour and shape
+  branches; :mod:`noisesearch.toyworld.verifiers` turns its detections into a symbolic score.
 
 Neither reads the ground-truth evaluator: they learn from rendered scenes and captions only.
 Weights are stored as one safetensors file per verifier; the architecture config and the
@@ -28,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: shipped weights: ``<this folder>/weights/verifiers/{toyclip,toyrelation,toydetect}.safetensors``
-WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights" / "verifiers"
+from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR
 
 #: fixed image normalisation of both toy verifiers (toyworld images are mostly light gray)
 TOY_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -288,6 +291,72 @@ class ToyRelationNet(nn.Module):
 # ------------------------------------------------------------------------------------------- I/O
 
 
+# --- toydetect: CenterNet-style detector (scoring in noisesearch.toyworld.verifiers) ---------------
+
+COLOR_NAMES: tuple[str, ...] = tuple(scenes.COLORS)  # colour class i + 1 (0 = background)
+SHAPE_NAMES: tuple[str, ...] = tuple(scenes.SHAPES)  # shape class i
+
+
+@dataclass(frozen=True)
+class ToyDetectConfig:
+    """Sizes of :class:`ToyDetectNet` and the scorer's constants."""
+
+    image_size: int = 32  # input resolution (other sizes are resized)
+    widths: tuple[int, int, int] = (32, 64, 128)  # shape branch at 32², 16², 8²
+    color_width: int = 32  # colour branch channels
+    max_objects: int = 8  # heatmap peaks kept as detections
+    relation_margin: float = grammar.RELATION_MARGIN  # a relation holds beyond this centre offset
+    relation_temperature: float = 0.02  # softness of the relation test (image fractions)
+    floor: float = 1e-12  # the score is log(max(P, floor)): bounded below
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // 2
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.GroupNorm(8, cout), nn.GELU())
+
+
+class ToyDetectNet(nn.Module):
+    """Per-cell maps on the 16×16 grid: ``heatmap`` logits [N, 1, g, g], ``offset`` [N, 2, g, g]
+    (centre within the cell, in cells, x then y), ``shape`` logits [N, 3, g, g] and ``color`` logits
+    [N, 7, g, g] (class 0 = background)."""
+
+    def __init__(self, cfg: ToyDetectConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        w1, w2, w3 = cfg.widths
+        self.stem = _conv(3, w1)  # 32²
+        self.down1 = nn.Sequential(_conv(w1, w2, 2), _conv(w2, w2))  # 16²
+        self.down2 = nn.Sequential(_conv(w2, w3, 2), _conv(w3, w3), _conv(w3, w3))  # 8²
+        self.fuse = nn.Sequential(_conv(w2 + w3, w2), _conv(w2, w2))  # 16²
+        self.heads = nn.Conv2d(w2, 1 + 2 + len(SHAPE_NAMES), 1)
+        c = cfg.color_width
+        self.color = nn.Sequential(  # receptive field 4×4 pixels: colour, never shape
+            nn.Conv2d(3, c, 1), nn.GELU(), nn.Conv2d(c, c, 2, stride=2), nn.GELU(),
+            nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, 1 + len(COLOR_NAMES), 1),
+        )
+        with torch.no_grad():  # CenterNet's prior: few cells are centres
+            self.heads.bias[0].fill_(-4.0)
+        self.prepare = ToyImageInput(cfg.image_size)
+
+    def forward(self, images: torch.Tensor, shape_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``images`` [N, 3, H, W] in [0, 1]. ``shape_images`` (training) is what the shape branch
+        sees instead, e.g. the same images under a colour transform."""
+        x = self.prepare(images)
+        x1 = self.down1(self.stem(x if shape_images is None else self.prepare(shape_images)))
+        x2 = self.down2(x1)
+        up = F.interpolate(x2, scale_factor=2, mode="nearest")
+        h = self.heads(self.fuse(torch.cat([x1, up], dim=1)))
+        return {
+            "heatmap": h[:, :1],
+            "offset": h[:, 1:3],
+            "shape": h[:, 3:],
+            "color": self.color(x),
+        }
+
+
 def save_verifier(path: str | Path, kind: str, model: nn.Module, config: object, tokenizer: WordTokenizer | None,
                   extra: dict | None = None, dtype: torch.dtype = torch.float16) -> None:
     """Writes weights (stored as ``dtype``, fp16 by default to halve the shipped size; loaded back as
@@ -315,8 +384,8 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
     if not path.is_file():
         raise FileNotFoundError(
             f"{kind} weights {str(path)!r} not found; they ship with the package under "
-            f"{WEIGHTS_DIR} (train them with `python -m noisesearch.toyworld.train_verifiers "
-            f"--out {WEIGHTS_DIR}`) or pass another file with the `path` option"
+            f"{VERIFIER_WEIGHTS_DIR} (train them with `noisesearch toyworld train-verifiers "
+            f"--out {VERIFIER_WEIGHTS_DIR}`) or pass another file with the `path` option"
         )
     try:
         with safe_open(str(path), "pt") as f:
@@ -328,8 +397,6 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
     tokenizer = WordTokenizer.from_json(meta["tokenizer"]) if "tokenizer" in meta else None
     cfg_dict = json.loads(meta["config"])
     if kind == "toydetect":
-        from noisesearch.toyworld.detector import ToyDetectConfig, ToyDetectNet
-
         cfg_dict["widths"] = tuple(cfg_dict["widths"])
         cfg = ToyDetectConfig(**cfg_dict)
         model = ToyDetectNet(cfg)
@@ -352,10 +419,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
+    "COLOR_NAMES",
+    "SHAPE_NAMES",
     "TOY_MEAN",
     "TOY_STD",
-    "WEIGHTS_DIR",
     "ToyCLIPConfig",
+    "ToyDetectConfig",
+    "ToyDetectNet",
     "ToyImageInput",
     "ToyRelationConfig",
     "ToyRelationNet",

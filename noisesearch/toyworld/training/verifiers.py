@@ -1,6 +1,6 @@
 """Train the three learned toyworld verifiers and measure them on held-out prompts.
 
-    python -m noisesearch.toyworld.train_verifiers --out noisesearch/toyworld/weights/verifiers [--quick]
+    python -m noisesearch.toyworld.training.verifiers --out noisesearch/toyworld/weights/verifiers [--quick]
 
 ``toyclip`` and ``toyrelation`` learn from (caption, image) pairs; ``toydetect`` learns to detect
 objects from dense per-cell labels (see "toydetect" below).
@@ -37,7 +37,7 @@ training groups never mention a held-out (colour, shape) pair, so no held-out pa
   colour-swap negatives are rare in the train split (a swap often lands on a held-out pair), so
   the recipe oversamples two-object prompts and those negative types.
 
-``toydetect`` (:mod:`noisesearch.toyworld.detector`): batches of 64 training-split scenes, each
+``toydetect`` (:mod:`noisesearch.toyworld.verifiers`): batches of 64 training-split scenes, each
 labelled on the 16×16 grid from its description (CenterNet heatmap at each object's area
 centroid, centre offset, and the colour and shape painted at each cell centre); focal loss on the
 heatmap, L1 on the offsets, cross-entropy on shape (object cells) and colour (all cells, object
@@ -75,10 +75,13 @@ import torch
 import torch.nn.functional as F
 
 from noisesearch.toyworld import grammar, scenes
-from noisesearch.toyworld.detector import COLOR_NAMES, SHAPE_NAMES, ToyDetectConfig, ToyDetectNet
 from noisesearch.toyworld.grammar import ObjectSpec, PromptSpec
-from noisesearch.toyworld.verifier_models import (
-    WEIGHTS_DIR,
+from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR
+from noisesearch.toyworld.networks import (
+    COLOR_NAMES,
+    SHAPE_NAMES,
+    ToyDetectConfig,
+    ToyDetectNet,
     ToyCLIPConfig,
     ToyRelationConfig,
     ToyRelationNet,
@@ -615,9 +618,9 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
     Images are encoded once: CLIPScore from embeddings (the same formula as ``score``), the
     relation matcher from its image tokens; anything else through ``score`` in chunks.
     """
-    from noisesearch.toyworld.detector import Detections, ToyDetectVerifier, satisfaction_log_prob
+    from noisesearch.toyworld.verifiers import Detections, ToyDetectVerifier, satisfaction_log_prob
     from noisesearch.verifiers.clip import CLIPScoreVerifier
-    from noisesearch.verifiers.toyworld import ToyRelationVerifier
+    from noisesearch.toyworld.verifiers import ToyRelationVerifier
 
     if isinstance(verifier, CLIPScoreVerifier):
         fi = torch.cat([verifier.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
@@ -688,7 +691,7 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
     path = out / f"{kind}.safetensors"
     save_verifier(path, kind, model, mcfg, tokenizer, extra={"train": asdict(cfg), **info})
     # measure what ships: the verifier as the registry loads it from the file just written
-    from noisesearch.verifiers.toyworld import load_toy_verifier
+    from noisesearch.toyworld.verifiers import load_toy_verifier
 
     verifier = load_toy_verifier(kind, "cpu", path)
     t0 = time.perf_counter()
@@ -712,7 +715,7 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="folder for the weights and metrics.json")
+    ap.add_argument("--out", type=Path, default=VERIFIER_WEIGHTS_DIR, help="folder for the weights and metrics.json")
     ap.add_argument("--quick", action="store_true", help="a few steps and a tiny measurement (smoke test)")
     ap.add_argument("--only", choices=KINDS, action="append", help="train only this verifier (repeatable)")
     ap.add_argument("--minutes", type=float, default=None, help="wall budget per verifier for training")
