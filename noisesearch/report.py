@@ -38,7 +38,7 @@ def to_pil(image: torch.Tensor, min_side: int = 0) -> Image.Image:
     pil = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
     if min_side and min(pil.size) < min_side:
         k = math.ceil(min_side / min(pil.size))
-        pil = pil.resize((pil.width * k, pil.height * k), Image.NEAREST)
+        pil = pil.resize((pil.width * k, pil.height * k), Image.Resampling.NEAREST)
     return pil
 
 

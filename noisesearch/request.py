@@ -183,7 +183,7 @@ class ResolvedSearch:
     core_config: CoreConfig
     strategy: Strategy
     verifier: Verifier
-    prior: NoisePrior | None
+    prior: Any  # a NoisePrior, a prior with bind(core) (NPNet), or None
     nfe_budget: int
 
 
@@ -225,7 +225,8 @@ def resolve(request: SearchRequest, adapter: ModelAdapter | None = None) -> Reso
     )
 
 
-def _prior(request: SearchRequest, family: str) -> NoisePrior | None:
+def _prior(request: SearchRequest, family: str) -> Any:
+    """A NoisePrior, an object with ``bind(core)`` (NPNet reads the core's text embeddings) or None."""
     if request.prior is not None and not isinstance(request.prior, str):
         return request.prior
     if request.prior != "npnet" and request.npnet_checkpoint is None:

@@ -130,10 +130,10 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelStatus]:
         out.append(ModelStatus(entry, status, snapshot, int(repos[repo_id].size_on_disk), missing))
 
     out.append(ModelStatus(CatalogEntry("toyworld", "toyworld", "StableDiffusionPipeline"), "built-in"))
-    for family in families():
-        if family.tiny_model is not None and family.tiny_builder is not None:
-            builder = family.tiny_builder.rpartition(":")[2]
-            out.append(ModelStatus(CatalogEntry("tiny-random", family.tiny_model, builder), "built-in"))
+    for record in families():
+        if record.tiny_model is not None and record.tiny_builder is not None:
+            builder = record.tiny_builder.rpartition(":")[2]
+            out.append(ModelStatus(CatalogEntry("tiny-random", record.tiny_model, builder), "built-in"))
     return out
 
 

@@ -120,7 +120,7 @@ def load_model(
         # the weightless counting model of noisesearch.testing (CPU, fp32): fast tests of sweeps and CLIs
         from noisesearch.testing import StubAdapter
 
-        return StubAdapter()  # type: ignore[return-value]
+        return StubAdapter()
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
 

@@ -26,6 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -44,6 +45,9 @@ PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<sot>", "<eot>"
 class ToyImageInput(nn.Module):
     """[N, 3, H, W] in [0, 1] -> resized to ``image_size`` (bilinear, antialiased) and normalised
     with TOY_MEAN / TOY_STD: the input stage of the toy verifiers' own networks (no weights)."""
+
+    mean: torch.Tensor  # [1, 3, 1, 1] buffer
+    std: torch.Tensor  # [1, 3, 1, 1] buffer
 
     def __init__(self, image_size: int) -> None:
         super().__init__()
@@ -271,6 +275,7 @@ class ToyRelationNet(nn.Module):
         t = self.token_embedding(tokens) + self.positional_embedding  # [P, L, W]
         where = []
         for block in self.blocks:
+            assert isinstance(block, _CrossBlock)
             t, c = block(t, block.memory(image_tokens)[image_index], pad, self.coords)
             where.append(c)
         if centroids is not None:
@@ -338,6 +343,7 @@ class ToyDetectNet(nn.Module):
             nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, 1 + len(COLOR_NAMES), 1),
         )
         with torch.no_grad():  # CenterNet's prior: few cells are centres
+            assert self.heads.bias is not None
             self.heads.bias[0].fill_(-4.0)
         self.prepare = ToyImageInput(cfg.image_size)
 
@@ -357,7 +363,7 @@ class ToyDetectNet(nn.Module):
         }
 
 
-def save_verifier(path: str | Path, kind: str, model: nn.Module, config: object, tokenizer: WordTokenizer | None,
+def save_verifier(path: str | Path, kind: str, model: nn.Module, config: Any, tokenizer: WordTokenizer | None,
                   extra: dict | None = None, dtype: torch.dtype = torch.float16) -> None:
     """Writes weights (stored as ``dtype``, fp16 by default to halve the shipped size; loaded back as
     fp32) with the config, vocabulary (if the verifier reads words) and ``extra`` in the safetensors
@@ -396,6 +402,8 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
         raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} verifier, not {kind!r}")
     tokenizer = WordTokenizer.from_json(meta["tokenizer"]) if "tokenizer" in meta else None
     cfg_dict = json.loads(meta["config"])
+    cfg: Any
+    model: nn.Module
     if kind == "toydetect":
         cfg_dict["widths"] = tuple(cfg_dict["widths"])
         cfg = ToyDetectConfig(**cfg_dict)

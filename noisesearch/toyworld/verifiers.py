@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +147,7 @@ def satisfaction_log_prob(det: Detections, spec: PromptSpec, cfg: ToyDetectConfi
         counts = [n for _, _, n in types]
         shape = [len(det.p)] + [n + 1 for n in counts]
         dp = torch.zeros(shape, dtype=det.p.dtype, device=det.p.device)
-        dp[(slice(None), *([0] * len(counts)))] = 1.0
+        dp[tuple([slice(None)] + [0] * len(counts))] = 1.0
         for k in range(det.p.shape[1]):
             new = dp * absent[:, k].view(-1, *[1] * len(counts))
             for t in range(len(counts)):  # detection k is one more instance of type t
@@ -157,7 +158,8 @@ def satisfaction_log_prob(det: Detections, spec: PromptSpec, cfg: ToyDetectConfi
                 shifted[tuple(dst)] = dp[tuple(src)]
                 new = new + shifted * is_t[:, k, t].view(-1, *[1] * len(counts))
             dp = new
-        prob = dp[(slice(None), *counts)]
+        exact: tuple[Any, ...] = (slice(None), *counts)  # every image, exactly counts[t] of each type
+        prob = dp[exact]
     return torch.log(prob.clamp_min(cfg.floor))
 
 
@@ -210,7 +212,7 @@ class ToyRelationVerifier:
 
     differentiable = True
 
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "toyrelation") -> None:
+    def __init__(self, model: Any, tokenizer: Any, name: str = "toyrelation") -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -224,7 +226,7 @@ class ToyRelationVerifier:
         return self.model(images.to(device=param.device, dtype=param.dtype), tokens).float()
 
 
-def toy_verifier_from_model(kind: str, model: torch.nn.Module, tokenizer=None):
+def toy_verifier_from_model(kind: str, model: Any, tokenizer: Any = None) -> Any:
     """Wraps a trained toy model into its verifier (shared by the loader and the training script)."""
     if kind == "toyclip":
         from open_clip import get_model_preprocess_cfg

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _encode(vae: torch.nn.Module, pool: ScenePool, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def _encode(vae: Any, pool: ScenePool, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every pool image (unscaled latents)."""
     means, stds = [], []
     for i in range(0, len(pool), batch):
@@ -126,7 +127,7 @@ def _encode(vae: torch.nn.Module, pool: ScenePool, batch: int = 256) -> tuple[to
 
 
 @torch.no_grad()
-def vae_psnr(vae: torch.nn.Module, pool: ScenePool, batch: int = 256) -> float:
+def vae_psnr(vae: Any, pool: ScenePool, batch: int = 256) -> float:
     """PSNR of decode(posterior mean) against the originals, over `pool`."""
     vals = []
     for i in range(0, len(pool), batch):
@@ -138,7 +139,7 @@ def vae_psnr(vae: torch.nn.Module, pool: ScenePool, batch: int = 256) -> float:
 
 def train_vae(
     cfg: ToyTrainConfig, pool: ScenePool, val: ScenePool, t_start: float | None = None
-) -> tuple[torch.nn.Module, dict]:
+) -> tuple[Any, dict]:
     """Stage 1: train the VAE on renders; returns it (EMA weights, eval mode) and its metrics."""
     t_start = time.time() if t_start is None else t_start
     torch.manual_seed(cfg.seed + 1)

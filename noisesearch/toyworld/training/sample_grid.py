@@ -79,7 +79,7 @@ def sample_grid(
         draw.text((4, y + 4), label, fill=(120, 120, 120))
         draw.text((4, y + 20), prompt, fill=(0, 0, 0))
         for k, img in enumerate(images):
-            tile = Image.fromarray((img * 255).round().astype(np.uint8)).resize((cell, cell), Image.NEAREST)
+            tile = Image.fromarray((img * 255).round().astype(np.uint8)).resize((cell, cell), Image.Resampling.NEAREST)
             grid.paste(tile, (label_w + k * (cell + 2), y))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,6 +176,7 @@ def negative_candidates(spec: PromptSpec) -> dict[str, list[PromptSpec]]:
                 out["count"].append(PromptSpec("shape" if n == 1 else "counting", (replace(o, count=n),)))
     if spec.category == "spatial":
         opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+        assert spec.relation is not None  # every spatial prompt names its relation
         out["relation"].append(PromptSpec("spatial", spec.objects, opposite[spec.relation]))
         out["relation"].append(PromptSpec("spatial", spec.objects[::-1], spec.relation))
     return dict(out)
@@ -313,16 +315,17 @@ def world_tokenizer() -> WordTokenizer:
     return WordTokenizer(grammar.vocabulary(), context_length=16)
 
 
-def build(kind: str, tokenizer: WordTokenizer) -> tuple[torch.nn.Module, object]:
+def build(kind: str, tokenizer: WordTokenizer) -> tuple[Any, Any]:
+    """A fresh network of ``kind`` and its config (their types depend on ``kind``)."""
     if kind == "toyclip":
-        cfg = ToyCLIPConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length, eot_id=tokenizer.eot_id)
-        return build_toyclip(cfg), cfg
+        clip_cfg = ToyCLIPConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length, eot_id=tokenizer.eot_id)
+        return build_toyclip(clip_cfg), clip_cfg
     if kind == "toyrelation":
-        cfg = ToyRelationConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length)
-        return ToyRelationNet(cfg), cfg
+        relation_cfg = ToyRelationConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length)
+        return ToyRelationNet(relation_cfg), relation_cfg
     if kind == "toydetect":
-        cfg = ToyDetectConfig()
-        return ToyDetectNet(cfg), cfg
+        detect_cfg = ToyDetectConfig()
+        return ToyDetectNet(detect_cfg), detect_cfg
     raise ValueError(f"unknown verifier {kind!r}; use one of {list(KINDS)}")
 
 
@@ -332,7 +335,7 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
-def clip_loss(model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor,
+def clip_loss(model: Any, images: torch.Tensor, tokens: torch.Tensor,
               match: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Symmetric multi-positive InfoNCE: -log Σ_{positives} softmax, over captions and over images."""
     mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
@@ -520,7 +523,7 @@ def detect_loss(model: ToyDetectNet, images: torch.Tensor, shape_images: torch.T
     return loss, {"heat": heat.item(), "offset": off.item(), "shape": shp.item(), "color": col.item()}
 
 
-def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, object, WordTokenizer | None, dict]:
+def train(kind: str, cfg: TrainConfig, log=print) -> tuple[Any, Any, WordTokenizer | None, dict]:
     """Trains one verifier; returns (model in eval mode, model config, tokenizer (None for
     toydetect, which reads no words), run info)."""
     torch.manual_seed(cfg.seed)
@@ -558,7 +561,9 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
             if kind == "toyclip":
                 loss, parts = clip_loss(model, images, tokens, batch.match)
             else:
-                loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probes["grid"], tokenizer)
+                probe = probes["grid"]
+                assert isinstance(probe, GridProbe)
+                loss, parts = relation_loss(model, images, tokens, batch, rng, cfg, probe, tokenizer)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -570,6 +575,7 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[torch.nn.Module, obje
         if step % 25 == 0 or progress >= 1.0:
             shown = " ".join(f"{k} {v:.4f}" for k, v in ema.items())
             log(f"[{kind}] step {step} {shown} lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s")
+    assert ema is not None  # at least one step ran
     info = {"steps": step, "train_seconds": round(time.perf_counter() - start, 1), "final_loss_ema": {k: round(v, 4) for k, v in ema.items()},
             "images_seen": seen}
     words = None if kind == "toydetect" else tokenizer
