@@ -89,8 +89,7 @@ def load_hps(
         raise ValueError(f"unknown open_clip architecture {model!r}; HPSv2 uses ViT-H-14")
     ckpt = resolve_file(VERSIONS[version], path, cache_dir)
     # 1. the architecture, random weights (no download), then the whole state dict, strictly
-    with quiet_random_init():
-        clip = open_clip.create_model(model, pretrained=None, device="cpu", pretrained_image=False, pretrained_text=False)
+    clip = build_architecture(model)
     obj = load_weights(ckpt)
     if not (isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict)):
         raise ValueError(
@@ -103,6 +102,16 @@ def load_hps(
     size = size if isinstance(size, int) else size[0]
     name = "hpsv2" if version == "v2.0" else "hpsv2.1"
     return HPSVerifier(clip, _tokenizer(model), size, name=name, preprocess_mode=preprocess)
+
+
+def build_architecture(model: str = "ViT-H-14", device: str = "cpu") -> torch.nn.Module:
+    """The open_clip model an HPS checkpoint's ``state_dict`` loads into, with random weights and no
+    download (``device="meta"`` lists its keys and shapes without allocating them)."""
+    import open_clip
+
+    with quiet_random_init(), torch.device(device):
+        return open_clip.create_model(model, pretrained=None, device=device, pretrained_image=False,
+                                      pretrained_text=False)
 
 
 @functools.lru_cache(maxsize=4)

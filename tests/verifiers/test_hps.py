@@ -6,6 +6,8 @@ image @ text features)."""
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -14,7 +16,7 @@ import torchvision.transforms.functional as TV1
 from torchvision.transforms import Compose, InterpolationMode, Normalize, ToTensor
 
 from noisesearch.verifiers import available_verifiers, load_verifier
-from noisesearch.verifiers.hps import HPSVerifier, load_hps
+from noisesearch.verifiers.hps import HPSVerifier, build_architecture, load_hps
 from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-hps-tiny"
@@ -173,3 +175,12 @@ def test_wrong_checkpoints_are_rejected_with_the_key_names(tiny, tmp_path):
         load_hps("v2.0", tmp_path, model=TINY)
     with pytest.raises(ValueError, match="unknown HPS version"):
         load_hps("v3", tmp_path, model=TINY)
+
+
+def test_the_loader_builds_exactly_the_official_checkpoint_keys():
+    """The key list of the official checkpoints, dumped from HPSv2's own open_clip fork (see the data
+    file's "_about"), equals what the loader builds: names, shapes and dtypes, nothing more or less."""
+    official = json.loads((Path(__file__).parent / "official_keys_hpsv2.json").read_text())["state_dict"]
+    model = build_architecture("ViT-H-14", device="meta")  # shapes without allocating its 986M values
+    ours = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
+    assert ours == official
