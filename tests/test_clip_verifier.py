@@ -57,7 +57,8 @@ def _reference(model, tokenizer, images: torch.Tensor, prompts: list[str]) -> to
     return 2.5 * torch.clamp(cos, min=0)
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (48, 40), (20, 24)])
+# (24, 32): the long side is int(42.67) = 42 as torchvision sizes it (not 43); (32, 35): an odd crop excess
+@pytest.mark.parametrize("shape", [(32, 32), (48, 40), (20, 24), (24, 32), (32, 35)])
 def test_score_matches_independent_formula(tiny, shape):
     model, tok, _ = tiny
     torch.manual_seed(1)
@@ -66,6 +67,20 @@ def test_score_matches_independent_formula(tiny, shape):
     ref = _reference(model, tok, images, PROMPTS)
     assert ours.shape == (4,)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_loading_does_not_warn_that_the_model_is_random(tiny, caplog):
+    _, _, ckpt = tiny
+    with caplog.at_level("WARNING"):
+        CLIPScoreVerifier.from_open_clip(TINY, str(ckpt))
+    assert "initialized randomly" not in caplog.text
+
+
+def test_quick_gelu_follows_the_option(tiny):
+    _, _, ckpt = tiny
+    kinds = lambda v: {type(m).__name__ for m in v.model.modules()} & {"GELU", "QuickGELU"}  # noqa: E731
+    assert kinds(CLIPScoreVerifier.from_open_clip(TINY, str(ckpt))) == {"GELU"}
+    assert kinds(CLIPScoreVerifier.from_open_clip(TINY, str(ckpt), quick_gelu=True)) == {"QuickGELU"}
 
 
 def test_negative_cosine_is_clamped_and_w_scales(tiny):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -12,10 +13,40 @@ import torch
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
-from noisesearch.npnet.checkpoint import flat_to_official, load_npnet, load_official, save_npnet
+from noisesearch.npnet.checkpoint import (
+    UNUSED_OFFICIAL_KEYS,
+    flat_to_official,
+    load_npnet,
+    load_official,
+    read_official_file,
+    save_npnet,
+)
 from noisesearch.npnet.model import NPNet, preset
 
 runner = CliRunner()
+#: key names, shapes and dtypes of the official checkpoints, dumped from the official module
+#: definitions (see the file's "_about" entry for how); the source of truth for the layout
+OFFICIAL_KEYS = json.loads((Path(__file__).parent / "npnet" / "official_keys_npnet.json").read_text())
+BN_KEYS = {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+
+
+def _official_checkpoint(layout: str, seed: int = 0, alpha: torch.Tensor | None = None) -> dict:
+    """A random-weight checkpoint with exactly the official key names, shapes and dtypes of
+    ``layout`` (``sdxl`` or ``dit``), nested as the official training code saves it."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict = {}
+    for entry, spec in OFFICIAL_KEYS[layout].items():
+        if entry in ("alpha", "beta"):
+            continue
+        out[entry] = {}
+        for key, (shape, dtype) in spec.items():
+            if dtype == "float32":
+                out[entry][key] = torch.randn(shape, generator=g) * 0.05
+            else:  # BatchNorm's step counter
+                out[entry][key] = torch.full(shape, 1234, dtype=getattr(torch, dtype))
+    out["alpha"] = torch.tensor([0.7]) if alpha is None else alpha
+    out["beta"] = torch.tensor([-0.4])
+    return out
 
 
 def _randomise(net: NPNet, seed: int = 0) -> NPNet:
@@ -31,12 +62,25 @@ def _randomise(net: NPNet, seed: int = 0) -> NPNet:
 
 @pytest.fixture(scope="module")
 def official_sdxl(tmp_path_factory) -> Path:
-    """A random-weight checkpoint written in the exact official SDXL layout (a nested dict, torch.save)."""
-    torch.manual_seed(0)
-    net = _randomise(NPNet(preset("sdxl")))
+    """A random-weight checkpoint with the official SDXL key list (BatchNorm entries included), saved
+    as the official code saves it (a nested dict, torch.save)."""
     path = tmp_path_factory.mktemp("official") / "sdxl.pth"
-    torch.save(flat_to_official(net.state_dict()), path)
+    torch.save(_official_checkpoint("sdxl"), path)
     return path
+
+
+@pytest.mark.parametrize("layout", ["sdxl", "dit"])
+def test_our_layout_is_the_official_key_list_without_the_unused_batchnorm(layout):
+    ours = flat_to_official(NPNet(preset(layout)).state_dict())
+    for entry, spec in OFFICIAL_KEYS[layout].items():
+        if entry in ("alpha", "beta"):
+            assert tuple(ours[entry].shape) == tuple(spec[0]) == (1,)
+            continue
+        official = {k: tuple(shape) for k, (shape, _) in spec.items()}
+        unused = set(UNUSED_OFFICIAL_KEYS.get(entry, ()))
+        assert {k: tuple(v.shape) for k, v in ours[entry].items()} == {k: v for k, v in official.items() if k not in unused}
+        assert unused <= set(official)  # every name set aside is really in the official files
+    assert set(UNUSED_OFFICIAL_KEYS["unet_svd"]) == BN_KEYS
 
 
 def test_official_sdxl_layout_has_the_published_entries_and_shapes(official_sdxl):
@@ -45,7 +89,11 @@ def test_official_sdxl_layout_has_the_published_entries_and_shapes(official_sdxl
     assert raw["alpha"].shape == raw["beta"].shape == (1,)
     # the text AdaGroupNorm: 77 tokens × 2048 (SDXL's two encoders) -> scale and shift of 4 channels
     assert {k: tuple(v.shape) for k, v in raw["embeeding"].items()} == {"linear.weight": (8, 77 * 2048), "linear.bias": (8,)}
-    svd = {k: tuple(v.shape) for k, v in raw["unet_svd"].items()}
+    svd = {k: tuple(v.shape) for k, v in raw["unet_svd"].items() if k not in BN_KEYS}
+    assert {k: tuple(raw["unet_svd"][k].shape) for k in BN_KEYS} == {
+        "bn.weight": (256,), "bn.bias": (256,), "bn.running_mean": (256,), "bn.running_var": (256,),
+        "bn.num_batches_tracked": (),
+    }
     assert svd == {
         "mlp1.0.weight": (64, 256), "mlp1.0.bias": (64,), "mlp1.2.weight": (256, 64), "mlp1.2.bias": (256,),
         "mlp2.0.weight": (64, 256), "mlp2.0.bias": (64,), "mlp2.2.weight": (256, 64), "mlp2.2.bias": (256,),
@@ -58,7 +106,8 @@ def test_official_sdxl_layout_has_the_published_entries_and_shapes(official_sdxl
     assert tuple(emb["downconv.weight"].shape) == (3, 4, 1, 1)
     assert tuple(emb["swin.patch_embed.proj.weight"].shape) == (96, 3, 4, 4)
     assert tuple(emb["swin.head.fc.weight"].shape) == (1000, 768)
-    total = sum(v.numel() for d in ("unet_svd", "unet_embedding", "embeeding") for v in raw[d].values()) + 2
+    total = sum(v.numel() for d in ("unet_svd", "unet_embedding", "embeeding") for k, v in raw[d].items()
+                if not (d == "unet_svd" and k in BN_KEYS)) + 2
     assert 30.0e6 < total < 31.0e6  # "about 30.5M parameters" for SDXL
 
 
@@ -77,14 +126,47 @@ def test_official_checkpoint_loads_strictly_in_eval_mode_and_is_deterministic(of
     assert not torch.allclose(swapped, a)
 
 
+def test_official_checkpoint_loads_every_official_weight_and_sets_aside_only_the_batchnorm(official_sdxl):
+    raw = torch.load(official_sdxl, weights_only=True)
+    loaded = read_official_file(official_sdxl)
+    assert set(loaded.set_aside) == {f"unet_svd.{k}" for k in BN_KEYS}
+    sd = loaded.net.state_dict()
+    prefixes = {"unet_svd": "unet_svd.", "unet_embedding": "unet_embedding.", "embeeding": "text_embedding."}
+    for entry, prefix in prefixes.items():
+        for key, value in raw[entry].items():
+            if entry == "unet_svd" and key in BN_KEYS:
+                assert prefix + key not in sd
+            else:
+                assert torch.equal(sd[prefix + key], value), key
+
+
 def test_convert_writes_safetensors_that_reload_identically(official_sdxl, tmp_path):
     out = tmp_path / "sdxl.safetensors"
     result = runner.invoke(app, ["npnet", "convert", str(official_sdxl), str(out)])
     assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "set aside 5 entries the official code creates but never uses" in text
+    assert all(f"unet_svd.{k}" in text for k in BN_KEYS)
     a, b = load_official(official_sdxl), load_npnet(out)
     assert a.config == b.config
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_official_dit_layout_is_recognised_and_loads(tmp_path):
+    path = tmp_path / "dit.pth"
+    torch.save(_official_checkpoint("dit", seed=3), path)
+    loaded = read_official_file(path)
+    assert loaded.net.config == preset("dit") and len(loaded.set_aside) == 5
+
+
+@pytest.mark.parametrize("alpha", [torch.tensor(0.7), torch.tensor([[0.7]])])
+def test_alpha_and_beta_load_from_any_one_element_tensor(alpha, tmp_path):
+    net = _randomise(NPNet(preset("toyworld")))
+    ckpt = flat_to_official(net.state_dict())
+    ckpt["alpha"] = alpha
+    torch.save(ckpt, tmp_path / "a.pth")
+    assert float(load_official(tmp_path / "a.pth", preset("toyworld")).alpha.detach()) == pytest.approx(0.7)
 
 
 def _write_official(net: NPNet, path: Path, edit) -> Path:
@@ -102,6 +184,10 @@ def _write_official(net: NPNet, path: Path, edit) -> Path:
         (lambda c: c["embeeding"].__setitem__("linear.bias", torch.zeros(9)), "text_embedding.linear.bias: file (9,) vs model (8,)"),
         (lambda c: c.pop("beta"), "missing entries ['beta']"),
         (lambda c: c.__setitem__("text_embedding", {}), "unexpected entries ['text_embedding']"),
+        # only the official BatchNorm's exact entries are set aside, and only with its shapes
+        (lambda c: c["unet_svd"].__setitem__("bn.extra", torch.zeros(16)), "1 unexpected (unet_svd.bn.extra)"),
+        (lambda c: c["unet_svd"].__setitem__("bn.weight", torch.zeros(17)), "unet_svd.bn.weight: file (17,) vs official (16,)"),
+        (lambda c: c.__setitem__("alpha", torch.zeros(2)), "'alpha' should be a 1-element tensor, found shape (2,)"),
     ],
 )
 def test_convert_names_the_first_mismatched_keys_and_exits_2(tmp_path, edit, expected):
@@ -110,7 +196,11 @@ def test_convert_names_the_first_mismatched_keys_and_exits_2(tmp_path, edit, exp
     src = _write_official(net, tmp_path / "bad.pth", edit)
     result = runner.invoke(app, ["npnet", "convert", str(src), str(tmp_path / "out.safetensors"), "--preset", "toyworld"])
     assert result.exit_code == 2
-    assert expected in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert expected in text
+    assert "verifier" not in text  # the advice speaks of NPNet checkpoints
+    if "missing (" in text or "unexpected (" in text or "mis-shaped (" in text:
+        assert "does not match the NPNet architecture" in text and "official NPNet checkpoint" in text
     assert "Traceback" not in result.output
     assert not (tmp_path / "out.safetensors").exists()
 

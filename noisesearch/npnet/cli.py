@@ -32,13 +32,17 @@ def convert(
     if not src.is_file():
         fail(f"{str(src)!r} does not exist; give the path of the official .pth file")
     try:
-        net = convert_official(src, dst, preset)
+        loaded = convert_official(src, dst, preset)
     except ValueError as e:
         fail(str(e))
         return
+    net = loaded.net
     n = sum(p.numel() for p in net.parameters())
     console.print(f"wrote {dst} ({n / 1e6:.1f}M parameters, latent {net.config.latent_channels}×"
                   f"{net.config.latent_size}², text {net.config.text_tokens}×{net.config.text_dim})")
+    if loaded.set_aside:
+        console.print(f"set aside {len(loaded.set_aside)} entries the official code creates but never uses "
+                      f"(SVDNoiseUnet's BatchNorm): {', '.join(loaded.set_aside)}")
 
 
 @npnet_app.command("collect")

@@ -9,7 +9,9 @@ A linear MLP on the normalised OpenAI CLIP ViT-L/14 image embedding, regressed o
 The prompt is not used. The head is ``sac+logos+ava1-l14-linearMSE.pth`` (a state dict with keys
 ``layers.{0,2,4,6,7}.{weight,bias}``; TRL republishes it as ``aesthetic-model.pth``); the CLIP tower
 is open_clip's ``ViT-L-14``/``openai`` with the reference ``clip.load`` transform (bicubic resize of
-the shorter side, centre crop 224, CLIP normalisation), batched and differentiable.
+the shorter side, centre crop 224, CLIP normalisation), batched and differentiable
+(``preprocess="official"``: the reference's 8-bit Pillow resize). OpenAI's CLIP uses QuickGELU;
+open_clip switches it on for the ``openai`` tag only, so a CLIP *file* is built with it here.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from noisesearch.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import AESTHETIC, AESTHETIC_TRL
 from noisesearch.verifiers.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
-from noisesearch.verifiers.clip import CLIPScoreVerifier
-from noisesearch.verifiers.transforms import check_images
+from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
+from noisesearch.verifiers.transforms import check_images, check_preprocess
 
 
 class PreferenceMLP(nn.Module):
@@ -48,14 +50,17 @@ class PreferenceMLP(nn.Module):
 
 
 class AestheticVerifier:
-    """Aesthetic score of each image (prompts ignored); differentiable with respect to the images."""
-
-    differentiable = True
+    """Aesthetic score of each image (prompts ignored); differentiable with respect to the images
+    unless its CLIP preprocesses the reference's way (``preprocess="official"``)."""
 
     def __init__(self, clip: CLIPScoreVerifier, head: PreferenceMLP, name: str = "aesthetic") -> None:
         self.clip = clip
         self.head = head
         self.name = name
+
+    @property
+    def differentiable(self) -> bool:
+        return self.clip.differentiable
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1], B prompts (unused) -> predicted rating [B] (1-10 scale)."""
@@ -95,10 +100,15 @@ def load_aesthetic(
     clip_pretrained: str | os.PathLike | None = "openai",
     cache_dir: str | os.PathLike | None = None,
     dtype: str | torch.dtype = "float32",
+    preprocess: str = "float",
 ) -> AestheticVerifier:
     """Builds the predictor offline: the MLP head from ``path`` (or found as the module docstring
     says) and the CLIP image tower through :meth:`CLIPScoreVerifier.from_open_clip`
-    (``clip_pretrained``: an open_clip tag resolved in the HF cache, or a local file)."""
+    (``clip_pretrained``: an open_clip tag resolved in the HF cache, or a local file of OpenAI's
+    weights, built with QuickGELU as OpenAI's CLIP is). ``preprocess``: "float" or "official"."""
+    import open_clip
+
+    check_preprocess(preprocess)
     file = _head_file(path, cache_dir)
     sd = load_weights(file)
     first = sd.get("layers.0.weight") if isinstance(sd, dict) else None
@@ -106,7 +116,13 @@ def load_aesthetic(
         raise ValueError(f"{str(file)!r} is not an aesthetic-predictor head: it has no 'layers.0.weight' entry")
     head = PreferenceMLP(first.shape[1])
     load_strict(head, sd, file)
-    clip = CLIPScoreVerifier.from_open_clip(clip_model, clip_pretrained, device, cache_dir=cache_dir, name="aesthetic-clip")
+    is_tag = isinstance(clip_pretrained, str) and bool(open_clip.get_pretrained_cfg(clip_model, clip_pretrained))
+    clip = CLIPScoreVerifier.from_open_clip(
+        clip_model, clip_pretrained, device, cache_dir=cache_dir, name="aesthetic-clip",
+        # a tag says itself whether it needs QuickGELU; a file is OpenAI's CLIP, which does
+        quick_gelu=None if is_tag or clip_pretrained is None else True,
+        preprocess=preprocess,
+    )
     embed = getattr(clip.model.visual, "output_dim", first.shape[1])
     if embed != first.shape[1]:
         raise ValueError(
@@ -119,7 +135,8 @@ def load_aesthetic(
     return AestheticVerifier(clip, head)
 
 
-@register_verifier("aesthetic", "LAION aesthetic predictor v2 (Schuhmann 2022): MLP on CLIP ViT-L/14 embeddings")
+@register_verifier("aesthetic", "LAION aesthetic predictor v2 (Schuhmann 2022): MLP on CLIP ViT-L/14 embeddings",
+                   validate=validate_preprocess)
 def aesthetic_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -127,8 +144,9 @@ def aesthetic_factory(
     clip_pretrained: str | None = "openai",
     cache_dir: str | None = None,
     dtype: str = "float32",
+    preprocess: str = "float",
 ) -> AestheticVerifier:
-    """Options: ``path`` (head .pth or its folder), ``clip_model``, ``clip_pretrained`` (tag or file),
-    ``cache_dir`` (HF cache), ``dtype``."""
+    """Options: ``path`` (head .pth or its folder), ``clip_model``, ``clip_pretrained`` (tag, or a file of
+    OpenAI's weights), ``cache_dir`` (HF cache), ``dtype``, ``preprocess`` ("float" or "official")."""
     return load_aesthetic(path, device, clip_model=clip_model, clip_pretrained=clip_pretrained,
-                          cache_dir=cache_dir, dtype=dtype)
+                          cache_dir=cache_dir, dtype=dtype, preprocess=preprocess)

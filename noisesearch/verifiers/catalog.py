@@ -57,10 +57,16 @@ AESTHETIC = HubFile(
 )
 #: the same head, republished on the hub by TRL for its DDPO example
 AESTHETIC_TRL = HubFile("aesthetic-model.pth", ("trl-lib/ddpo-aesthetic-predictor",), "NOISESEARCH_AESTHETIC_PATH")
-#: OpenAI CLIP ViT-L/14 as open_clip reads it (tag "openai"); also the default CLIPScore model
+#: OpenAI CLIP ViT-L/14 as open_clip reads it (tag "openai"), the aesthetic predictor's CLIP
 CLIP_VIT_L14_OPENAI = HubFolder(
     ("timm/vit_large_patch14_clip_224.openai",), (), "", option="clip_pretrained",
     any_of=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
+)
+
+# --- CLIPScore (Hessel et al. 2021) ------------------------------------------------------------------
+#: the same weights as CLIPScore's default model (ViT-L-14/openai), taken by its ``pretrained`` option
+CLIPSCORE_DEFAULT = HubFolder(
+    CLIP_VIT_L14_OPENAI.hub_ids, (), "", option="pretrained", any_of=CLIP_VIT_L14_OPENAI.any_of,
 )
 
 
@@ -83,6 +89,9 @@ class VerifierEntry:
 
 
 CATALOG: tuple[VerifierEntry, ...] = (
+    VerifierEntry("clipscore", "CLIPScore: 2.5·max(cos, 0) on open_clip ViT-L-14/openai (other models: options "
+                  "model=, pretrained=)", "Hessel et al. 2021, arXiv:2104.08718", "noisesearch.verifiers.clip",
+                  ((CLIPSCORE_DEFAULT,),)),
     VerifierEntry("hpsv2", "HPSv2: cosine of an open_clip ViT-H-14 fine-tuned on human preferences",
                   "Wu et al. 2023, arXiv:2306.09341", "noisesearch.verifiers.hps", ((HPSV2,),)),
     VerifierEntry("hpsv2.1", "HPSv2.1: HPSv2 retrained on more data (same architecture)",

@@ -233,11 +233,21 @@ def load_weights(path: str | os.PathLike) -> dict:
         raise unreadable_error(path, err) from err
 
 
+#: what to do about a mismatched verifier checkpoint (the default advice of :func:`mismatch_error`)
+VERIFIER_HINT = "Pass the official file for this verifier (and the matching architecture option, if you changed it)."
+
+
 def mismatch_error(
-    architecture: str, source: str | os.PathLike, missing: list[str], unexpected: list[str], shapes: list[str]
+    architecture: str,
+    source: str | os.PathLike,
+    missing: list[str],
+    unexpected: list[str],
+    shapes: list[str],
+    hint: str = VERIFIER_HINT,
 ) -> ValueError:
     """The error for a checkpoint whose keys or shapes do not match ``architecture``: counts and the
-    first few names of each kind of mismatch, and the file they were read from."""
+    first few names of each kind of mismatch, the file they were read from, and ``hint`` (what to
+    pass instead; each kind of checkpoint gives its own)."""
 
     def first(items: list[str]) -> str:
         return ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
@@ -247,8 +257,7 @@ def mismatch_error(
              f"{len(shapes)} mis-shaped ({first(shapes)})" if shapes else ""]
     return ValueError(
         f"checkpoint {str(source)!r} does not match the {architecture} architecture: "
-        f"{'; '.join(p for p in parts if p)}. Pass the official file for this verifier (and the "
-        "matching architecture option, if you changed it)."
+        f"{'; '.join(p for p in parts if p)}. {hint}"
     )
 
 
@@ -257,10 +266,11 @@ def load_strict(
     state_dict: Mapping[str, torch.Tensor],
     source: str | os.PathLike,
     unused: Iterable[str] = (),
+    hint: str = VERIFIER_HINT,
 ) -> None:
     """``module.load_state_dict(strict=True)`` after dropping keys known to be unused (exact names
     or prefixes ending in "."), with an error that names the first missing, unexpected and
-    mis-shaped keys and the file they were read from."""
+    mis-shaped keys, the file they were read from, and ``hint`` (see :func:`mismatch_error`)."""
     unused = tuple(unused)
 
     def is_unused(key: str) -> bool:
@@ -273,7 +283,7 @@ def load_strict(
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
               for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
     if missing or unexpected or shapes:
-        raise mismatch_error(type(module).__name__, source, missing, unexpected, shapes)
+        raise mismatch_error(type(module).__name__, source, missing, unexpected, shapes, hint)
     module.load_state_dict(sd, strict=True)
 
 

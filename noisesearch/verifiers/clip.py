@@ -3,18 +3,22 @@ Captioning") on any open_clip model.
 
     CLIPScore(image, text) = w · max(cos(E_image(image), E_text(text)), 0),   w = 2.5
 
-Preprocessing follows open_clip's eval transform (resize the shortest side with bicubic
-interpolation, centre-crop to the model's image size, normalise with the model's mean/std), but as
-batched torch ops on the [B, 3, H, W] tensor, so the score is differentiable with respect to the
-images. The same class serves real CLIP checkpoints and the toy world's small CLIP (`toyclip`).
+Preprocessing follows open_clip's eval transform (torchvision ``Resize`` of the shortest side with
+bicubic interpolation, ``CenterCrop`` to the model's image size, normalise with the model's
+mean/std). By default (``preprocess="float"``) it runs as batched torch ops on the [B, 3, H, W]
+tensor, so the score is differentiable with respect to the images; ``preprocess="official"`` runs
+the reference's 8-bit Pillow resize instead (see :mod:`noisesearch.verifiers.transforms`). The same
+class serves real CLIP checkpoints and the toy world's small CLIP (`toyclip`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from noisesearch.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.checkpoints import mismatch_error, unreadable_error
+from noisesearch.verifiers.transforms import check_preprocess, pil_resize_center_crop, resize_center_crop
 
 # open_clip's default file names inside a hub repo (open_clip.constants)
 _HF_WEIGHTS_NAME = "open_clip_pytorch_model.bin"
@@ -38,9 +43,13 @@ class CLIPScoreVerifier:
     Text embeddings do not depend on the images; they are computed without gradient and cached
     per prompt (``text_cache`` entries, 0 disables), which matters in search where one prompt is
     scored against many candidates. Call :meth:`clear_cache` after changing the model's weights.
+    ``preprocess_mode`` is ``"float"`` (differentiable) or ``"official"`` (8-bit Pillow resize, as
+    the reference transform; not differentiable); ``crop`` is the centre-crop rounding of the
+    reference (``"torchvision"`` or ``"transformers"``).
     """
 
-    differentiable = True
+    #: True unless ``preprocess_mode="official"`` (set per instance)
+    differentiable: bool = True
 
     def __init__(
         self,
@@ -52,6 +61,8 @@ class CLIPScoreVerifier:
         w: float = 2.5,
         name: str = "clipscore",
         text_cache: int = 1024,
+        preprocess_mode: str = "float",
+        crop: str = "torchvision",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -62,6 +73,13 @@ class CLIPScoreVerifier:
         self.name = name
         self._text_cache_size = int(text_cache)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.preprocess_mode = check_preprocess(preprocess_mode)
+        self.crop = crop
+        self.differentiable = preprocess_mode == "float"
+        if preprocess_mode == "official" and self.image_size[0] != self.image_size[1]:
+            raise ValueError(
+                f"preprocess='official' needs a square model input, got {self.image_size}; use preprocess='float'"
+            )
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -74,12 +92,17 @@ class CLIPScoreVerifier:
         w: float = 2.5,
         cache_dir: str | os.PathLike | None = None,
         name: str = "clipscore",
+        quick_gelu: bool | None = None,
+        preprocess: str = "float",
     ) -> CLIPScoreVerifier:
         """Builds the open_clip architecture ``model_name`` offline and loads its weights.
 
         ``pretrained`` is an open_clip tag (resolved from the local Hugging Face cache or
         ``cache_dir``, never downloaded), a local checkpoint (``.safetensors``, or a torch file
         read with ``weights_only=True``), or ``None`` for random weights (tests only).
+        ``quick_gelu``: build with QuickGELU, as OpenAI's CLIP weights need; ``None`` follows the tag
+        (open_clip marks the ``openai`` tags), so a *file* of OpenAI weights needs ``True``.
+        ``preprocess``: ``"float"`` or ``"official"`` (see the class docstring).
         """
         import open_clip
 
@@ -88,18 +111,22 @@ class CLIPScoreVerifier:
                 f"unknown open_clip architecture {model_name!r}; choose one of open_clip.list_models(), "
                 "e.g. ViT-L-14, ViT-B-32, ViT-H-14"
             )
+        check_preprocess(preprocess)
         checkpoint, tag_cfg = _resolve_checkpoint(model_name, pretrained, cache_dir)
-        preprocess = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
-        model = open_clip.create_model(
-            model_name,
-            pretrained=None,
-            device="cpu",
-            # the OpenAI tags were trained with QuickGELU; open_clip only warns on a mismatch
-            force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
-            force_preprocess_cfg=preprocess or None,
-            pretrained_image=False,
-            pretrained_text=False,
-        )
+        norm = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+        if quick_gelu is None:
+            quick_gelu = bool(tag_cfg.get("quick_gelu", False))
+        with quiet_random_init():  # the weights are loaded right after
+            model = open_clip.create_model(
+                model_name,
+                pretrained=None,
+                device="cpu",
+                # the OpenAI weights were trained with QuickGELU; open_clip only warns on a mismatch
+                force_quick_gelu=quick_gelu,
+                force_preprocess_cfg=norm or None,
+                pretrained_image=False,
+                pretrained_text=False,
+            )
         if checkpoint is not None:
             _load_checkpoint(model, checkpoint, model_name)
         model = model.to(device).eval().requires_grad_(False)
@@ -111,7 +138,7 @@ class CLIPScoreVerifier:
                 "put it in the Hugging Face cache first"
             ) from err
         pp = open_clip.get_model_preprocess_cfg(model)
-        return cls(model, tokenizer, pp["size"], pp["mean"], pp["std"], w=w, name=name)
+        return cls(model, tokenizer, pp["size"], pp["mean"], pp["std"], w=w, name=name, preprocess_mode=preprocess)
 
     # --- scoring ------------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -119,17 +146,19 @@ class CLIPScoreVerifier:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
         th, tw = self.image_size
-        h, w = images.shape[-2:]
-        # 1. resize the shortest side to the target (open_clip resize_mode="shortest")
-        scale = max(th / h, tw / w)
-        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
-        x = images
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-            x = x.clamp(0.0, 1.0)  # bicubic overshoots; PIL clips to the 8-bit range
-        # 2. centre crop
-        top, left = (nh - th) // 2, (nw - tw) // 2
-        x = x[..., top : top + th, left : left + tw]
+        if th == tw:
+            # 1-2. torchvision Resize(th) of the shortest side, CenterCrop(th)
+            crop = pil_resize_center_crop if self.preprocess_mode == "official" else resize_center_crop
+            x = crop(images, th, self.crop)
+        else:  # a non-square input: scale so both sides cover the target, centre crop
+            h, w = images.shape[-2:]
+            scale = max(th / h, tw / w)
+            nh, nw = max(th, int(h * scale)), max(tw, int(w * scale))
+            x = images
+            if (nh, nw) != (h, w):
+                x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+            top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+            x = x[..., top : top + th, left : left + tw]
         # 3. normalise
         return (x - self.mean.to(x)) / self.std.to(x)
 
@@ -174,6 +203,22 @@ class CLIPScoreVerifier:
 
     def clear_cache(self) -> None:
         self._text_cache.clear()
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """open_clip warns that a model built without a tag is random; ours is loaded right after."""
+    root, flt = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def _resolve_checkpoint(
@@ -271,13 +316,42 @@ def _hub_of(tag_cfg: dict) -> tuple[str, str]:
     return repo, filename or _HF_WEIGHTS_NAME
 
 
-@register_verifier("clipscore", "CLIPScore, 2.5·max(cos, 0), on an open_clip model (default ViT-L-14/openai)")
+def validate_preprocess(preprocess: str = "float", **_: object) -> None:
+    """``validate=`` of every verifier with a ``preprocess`` option: checks its value, loads nothing."""
+    check_preprocess(preprocess)
+
+
+def optional_bool(value: object, name: str) -> bool | None:
+    """An option that is on, off or automatic: a bool, None, or "true"/"false"/"auto" as text."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    table = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "auto": None, "none": None}
+    if text not in table:
+        raise ValueError(f"option {name} must be true, false or auto, got {value!r}")
+    return table[text]
+
+
+def _validate_clipscore(preprocess: str = "float", quick_gelu: object = None, **_: object) -> None:
+    check_preprocess(preprocess)
+    optional_bool(quick_gelu, "quick_gelu")
+
+
+@register_verifier(
+    "clipscore", "CLIPScore, 2.5·max(cos, 0), on an open_clip model (default ViT-L-14/openai)",
+    validate=_validate_clipscore,
+)
 def clipscore_factory(
     device: str | torch.device = "cpu",
     model: str = "ViT-L-14",
     pretrained: str | None = "openai",
     w: float = 2.5,
     cache_dir: str | None = None,
+    quick_gelu: bool | str | None = None,
+    preprocess: str = "float",
 ) -> CLIPScoreVerifier:
-    """Options: ``model`` (open_clip architecture), ``pretrained`` (tag or local file), ``w``, ``cache_dir``."""
-    return CLIPScoreVerifier.from_open_clip(model, pretrained, device, w=w, cache_dir=cache_dir)
+    """Options: ``model`` (open_clip architecture), ``pretrained`` (tag or local file), ``w``, ``cache_dir``,
+    ``quick_gelu`` (True for a file of OpenAI weights; default: as the tag says), ``preprocess``
+    ("float" or "official")."""
+    return CLIPScoreVerifier.from_open_clip(model, pretrained, device, w=w, cache_dir=cache_dir,
+                                            quick_gelu=optional_bool(quick_gelu, "quick_gelu"), preprocess=preprocess)

@@ -8,7 +8,9 @@ A BLIP image-text encoder with a reward head, trained on expert preference ranki
     r = MLP(T[:, 0])                             768 -> 1024 -> 128 -> 64 -> 16 -> 1 (no activations)
     ImageReward(x, p) = (r - 0.16717362830052426) / 1.0333394966054072
 
-Images are resized (bicubic, shorter side) and centre-cropped to 224, with CLIP's normalisation;
+Images are resized (bicubic, shorter side) and centre-cropped to 224, with CLIP's normalisation
+(the reference resizes PIL images, i.e. with Pillow's 8-bit resampler: ``preprocess="official"``
+does the same, the default float resize stays differentiable);
 prompts are tokenised with ``bert-base-uncased`` (+ BLIP's ``[DEC]``/``[ENC]`` tokens), padded or
 truncated to 35 tokens. The official ``ImageReward.pt`` holds the state dict of the reference
 ``ImageReward`` module (``blip.visual_encoder.*``, ``blip.text_encoder.*``, ``mlp.layers.*``); the
@@ -42,7 +44,16 @@ from noisesearch.verifiers.checkpoints import (
     resolve_file,
     resolve_folder,
 )
-from noisesearch.verifiers.transforms import CLIP_MEAN, CLIP_STD, check_images, normalize, resize_center_crop
+from noisesearch.verifiers.clip import validate_preprocess
+from noisesearch.verifiers.transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    check_images,
+    check_preprocess,
+    normalize,
+    pil_resize_center_crop,
+    resize_center_crop,
+)
 
 #: reward normalisation of the reference ``ImageReward`` module
 REWARD_MEAN = 0.16717362830052426
@@ -224,20 +235,25 @@ class ImageRewardModel(nn.Module):
 
 
 class ImageRewardVerifier:
-    """ImageReward, batched over images and prompts; differentiable with respect to the images."""
+    """ImageReward, batched over images and prompts; differentiable with respect to the images
+    unless ``preprocess_mode="official"`` (the reference's 8-bit Pillow resize)."""
 
-    differentiable = True
-
-    def __init__(self, model: ImageRewardModel, tokenizer, max_length: int = MAX_LENGTH, name: str = "imagereward") -> None:
+    def __init__(
+        self, model: ImageRewardModel, tokenizer, max_length: int = MAX_LENGTH, name: str = "imagereward",
+        preprocess_mode: str = "float",
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.image_size = model.vision_config.image_size
         self.name = name
+        self.preprocess_mode = check_preprocess(preprocess_mode)
+        self.differentiable = preprocess_mode == "float"
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, 3, 224, 224]: bicubic shorter side, centre crop, CLIP norm."""
-        return normalize(resize_center_crop(images, self.image_size), CLIP_MEAN, CLIP_STD)
+        resize = pil_resize_center_crop if self.preprocess_mode == "official" else resize_center_crop
+        return normalize(resize(images, self.image_size), CLIP_MEAN, CLIP_STD)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """B prompts -> (input_ids, attention_mask) [B, 35], as the reference ``score``."""
@@ -286,13 +302,16 @@ def load_imagereward(
     dtype: str | torch.dtype = "float32",
     vision: BlipVisionConfig | None = None,
     text: BlipTextConfig | None = None,
+    preprocess: str = "float",
 ) -> ImageRewardVerifier:
     """Builds ImageReward from ``ImageReward.pt``, offline and strictly.
 
     ``path``: the checkpoint or its folder; ``tokenizer``: a ``bert-base-uncased`` folder;
     ``med_config``: BLIP's text config (default: next to the checkpoint, in the HF cache, else
     BLIP's published values). ``vision``/``text`` override the architecture (tests only).
+    ``preprocess``: "float" (differentiable) or "official" (8-bit Pillow resize, as the reference).
     """
+    check_preprocess(preprocess)
     ckpt = resolve_file(IMAGEREWARD, path, cache_dir)
     if text is None:
         med = _med_config(med_config, ckpt, cache_dir)
@@ -306,10 +325,11 @@ def load_imagereward(
     model = ImageRewardModel(vision or BlipVisionConfig(), text)
     load_strict(model, load_weights(ckpt), ckpt, unused=UNUSED_KEYS)
     model = model.to(device=device, dtype=parse_dtype(dtype)).eval().requires_grad_(False)
-    return ImageRewardVerifier(model, tok)
+    return ImageRewardVerifier(model, tok, preprocess_mode=preprocess)
 
 
-@register_verifier("imagereward", "ImageReward (Xu et al. 2023): BLIP reward model; THUDM/ImageReward ImageReward.pt")
+@register_verifier("imagereward", "ImageReward (Xu et al. 2023): BLIP reward model; THUDM/ImageReward ImageReward.pt",
+                   validate=validate_preprocess)
 def imagereward_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -317,7 +337,9 @@ def imagereward_factory(
     med_config: str | None = None,
     cache_dir: str | None = None,
     dtype: str = "float32",
+    preprocess: str = "float",
 ) -> ImageRewardVerifier:
     """Options: ``path`` (ImageReward.pt or its folder), ``tokenizer`` (bert-base-uncased folder),
-    ``med_config``, ``cache_dir`` (HF cache), ``dtype``."""
-    return load_imagereward(path, device, tokenizer=tokenizer, med_config=med_config, cache_dir=cache_dir, dtype=dtype)
+    ``med_config``, ``cache_dir`` (HF cache), ``dtype``, ``preprocess`` ("float" or "official")."""
+    return load_imagereward(path, device, tokenizer=tokenizer, med_config=med_config, cache_dir=cache_dir,
+                            dtype=dtype, preprocess=preprocess)

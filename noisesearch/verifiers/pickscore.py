@@ -7,7 +7,9 @@ CLIP logit:
 
     PickScore(x, p) = exp(logit_scale) · cos(E_img(x), E_txt(p))
 
-Images: shorter side resized (bicubic) to 224, centre-cropped, CLIP-normalised; prompts: CLIP BPE,
+Images: shorter side resized (bicubic) to 224 (the longer one ``int(224 · long / short)``),
+centre-cropped with transformers' offsets (``excess // 2``), CLIP-normalised (``preprocess="official"``:
+with the reference ``CLIPImageProcessor``'s 8-bit Pillow resize); prompts: CLIP BPE,
 truncated to 77 tokens. The reference pads prompts to the longest in the batch; we pad to 77, which
 changes nothing because the text tower is causal and pools the end-of-text token.
 """
@@ -26,8 +28,8 @@ import torch.nn as nn
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import PICKSCORE, PICKSCORE_PROCESSOR
 from noisesearch.verifiers.checkpoints import parse_dtype, resolve_folder, unreadable_error
-from noisesearch.verifiers.clip import CLIPScoreVerifier
-from noisesearch.verifiers.transforms import check_images
+from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
+from noisesearch.verifiers.transforms import check_images, check_preprocess
 
 #: position-index buffers that older transformers versions saved; not weights
 _IGNORED_UNEXPECTED = ("text_model.embeddings.position_ids", "vision_model.embeddings.position_ids")
@@ -83,12 +85,15 @@ def load_pickscore(
     processor: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     dtype: str | torch.dtype = "float32",
+    preprocess: str = "float",
 ) -> PickScoreVerifier:
     """Builds PickScore offline: ``path`` is the ``yuvalkirstain/PickScore_v1`` folder and
     ``processor`` the ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K`` one (tokenizer + image settings);
-    by default both come from the HF cache. Every weight must come from the checkpoint."""
+    by default both come from the HF cache. Every weight must come from the checkpoint.
+    ``preprocess``: "float" (differentiable) or "official" (8-bit Pillow resize)."""
     from transformers import AutoTokenizer, CLIPModel
 
+    check_preprocess(preprocess)
     model_dir = resolve_folder(PICKSCORE, path, cache_dir)
     proc_dir = resolve_folder(PICKSCORE_PROCESSOR, processor, cache_dir)
     try:
@@ -111,17 +116,21 @@ def load_pickscore(
         return hf_tok(prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt").input_ids
 
     size, mean, std = _processor_settings(proc_dir)
-    return PickScoreVerifier(CLIPTowers(clip), tokenizer, size, mean, std, w=1.0, name="pickscore")
+    return PickScoreVerifier(CLIPTowers(clip), tokenizer, size, mean, std, w=1.0, name="pickscore",
+                             preprocess_mode=preprocess, crop="transformers")
 
 
-@register_verifier("pickscore", "PickScore (Kirstain et al. 2023): CLIP-H preference logit; yuvalkirstain/PickScore_v1")
+@register_verifier("pickscore", "PickScore (Kirstain et al. 2023): CLIP-H preference logit; yuvalkirstain/PickScore_v1",
+                   validate=validate_preprocess)
 def pickscore_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
     processor: str | None = None,
     cache_dir: str | None = None,
     dtype: str = "float32",
+    preprocess: str = "float",
 ) -> PickScoreVerifier:
-    """Options: ``path`` (PickScore_v1 folder), ``processor`` (laion CLIP-H folder), ``cache_dir``, ``dtype``."""
-    return load_pickscore(path, device, processor=processor, cache_dir=cache_dir, dtype=dtype)
+    """Options: ``path`` (PickScore_v1 folder), ``processor`` (laion CLIP-H folder), ``cache_dir``, ``dtype``,
+    ``preprocess`` ("float" or "official")."""
+    return load_pickscore(path, device, processor=processor, cache_dir=cache_dir, dtype=dtype, preprocess=preprocess)
 

@@ -6,6 +6,7 @@ L2 normalisation, the linear layers), image by image."""
 from __future__ import annotations
 
 
+import open_clip
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -47,8 +48,11 @@ def _offline_env(monkeypatch, tmp_path):
 def files(tmp_path_factory):
     """(clip model, its checkpoint file, head state dict, folder with the head file)."""
     d = tmp_path_factory.mktemp("aesthetic")
-    model = tiny_open_clip(TINY, TINY_CFG, d)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "clip.safetensors"))
+    gelu = tiny_open_clip(TINY, TINY_CFG, d)
+    save_file({k: v.contiguous() for k, v in gelu.state_dict().items()}, str(d / "clip.safetensors"))
+    # the reference: OpenAI's CLIP, i.e. the same weights run with QuickGELU
+    model = open_clip.create_model(TINY, pretrained=None, force_quick_gelu=True).eval()
+    model.load_state_dict(gelu.state_dict())
     head = official_head(TINY_CFG["embed_dim"])
     (d / "head").mkdir()
     torch.save(head, d / "head" / HEAD)
@@ -70,7 +74,7 @@ def reference(model, head, images: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
-@pytest.mark.parametrize("shape", [(32, 32), (64, 64), (48, 40)])
+@pytest.mark.parametrize("shape", [(32, 32), (64, 64), (48, 40), (24, 32)])
 def test_score_matches_reference(files, shape):
     model, clip_ckpt, head, head_dir = files
     v = load_aesthetic(head_dir / HEAD, clip_model=TINY, clip_pretrained=str(clip_ckpt))
@@ -79,6 +83,16 @@ def test_score_matches_reference(files, shape):
     ours = v.score(images, ["ignored"] * 4)
     assert ours.shape == (4,) and v.differentiable
     torch.testing.assert_close(ours, reference(model, head, images), atol=1e-5, rtol=1e-5)
+
+
+def _activations(model) -> set[str]:
+    return {type(m).__name__ for m in model.modules() if type(m).__name__ in ("GELU", "QuickGELU")}
+
+
+def test_a_clip_file_runs_with_quick_gelu_as_openai_clip(files):
+    _, clip_ckpt, _, head_dir = files
+    v = load_aesthetic(head_dir, clip_model=TINY, clip_pretrained=str(clip_ckpt))
+    assert _activations(v.clip.model) == {"QuickGELU"}
 
 
 def test_batch_equals_per_image_and_gradient_flows(files):

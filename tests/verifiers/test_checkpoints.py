@@ -118,7 +118,7 @@ def test_strict_loading_drops_only_declared_unused_keys():
 def test_catalog_registers_and_scans(tmp_path):
     register_all()
     names = {e.name for e in CATALOG}
-    assert names == {"hpsv2", "hpsv2.1", "imagereward", "pickscore", "aesthetic"}
+    assert names == {"clipscore", "hpsv2", "hpsv2.1", "imagereward", "pickscore", "aesthetic"}
     assert names <= set(available_verifiers())
     hub = tmp_path / "hub"
     status = {a.name: a for a in scan(cache_dir=hub)}
@@ -131,6 +131,14 @@ def test_catalog_registers_and_scans(tmp_path):
     assert status["hpsv2"].ready and status["hpsv2"].found == {"xswu/HPSv2/HPS_v2_compressed.pt": path}
     assert not status["hpsv2.1"].ready
     assert len(status["aesthetic"].missing) == 1 and "timm/vit_large_patch14_clip_224.openai" in status["aesthetic"].missing[0]
+    # CLIPScore's default weights are not built in: listed as missing, with where to get them
+    assert not status["clipscore"].ready
+    assert "hf download timm/vit_large_patch14_clip_224.openai" in status["clipscore"].missing[0]
+    assert "option pretrained=PATH" in status["clipscore"].missing[0]
+    clip_file = _cache_file(hub, "timm/vit_large_patch14_clip_224.openai", "open_clip_model.safetensors")
+    status = {a.name: a for a in scan(cache_dir=hub)}
+    assert status["clipscore"].ready and list(status["clipscore"].found.values()) == [clip_file.parent]
+    assert status["aesthetic"].ready
 
 
 def test_parse_dtype():

@@ -6,15 +6,17 @@ image @ text features)."""
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode
+import torchvision.transforms.functional as TV1
+from torchvision.transforms import Compose, InterpolationMode, Normalize, ToTensor
 
 from noisesearch.verifiers import available_verifiers, load_verifier
-from noisesearch.verifiers.hps import HPSVerifier, load_hps
+from noisesearch.verifiers.hps import HPSVerifier, build_architecture, load_hps
 from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-hps-tiny"
@@ -53,21 +55,41 @@ def _tokenizer():
     return open_clip.get_tokenizer(TINY)
 
 
+class OfficialResizeMaxSize(torch.nn.Module):
+    """hpsv2/src/open_clip/transform.py's ``ResizeMaxSize`` as the reference writes it; in the reference's
+    eval transform it comes after ``ToTensor``, so it resizes a float tensor and nothing clips it."""
+
+    def __init__(self, max_size: int, fill: float = 0):
+        super().__init__()
+        self.max_size, self.interpolation, self.fill = max_size, InterpolationMode.BICUBIC, fill
+
+    def forward(self, img):
+        height, width = img.shape[1:]
+        scale = self.max_size / float(max(height, width))
+        if scale != 1.0:
+            new_size = tuple(round(dim * scale) for dim in (height, width))
+            img = TV1.resize(img, new_size, self.interpolation)
+            pad_h = self.max_size - new_size[0]
+            pad_w = self.max_size - new_size[1]
+            img = TV1.pad(img, padding=[pad_w // 2, pad_h // 2, pad_w - pad_w // 2, pad_h - pad_h // 2], fill=self.fill)
+        return img
+
+
+def official_transform(size: int) -> Compose:
+    """The reference eval transform (``image_transform(..., resize_longest_max=True)``), from a PIL image."""
+    return Compose([ToTensor(), OfficialResizeMaxSize(size), Normalize(MEAN, STD)])
+
+
 def _reference(model, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-    """hpsv2.score, image by image: ResizeMaxSize (longest side, pad 0), Normalize, model(image, text)."""
+    """hpsv2.score, image by image: the reference transform on the float image (``ToTensor``'s output),
+    ``model(image, text)``, diagonal of image @ text features."""
     size = TINY_CFG["vision_cfg"]["image_size"]
+    transform = Compose(official_transform(size).transforms[1:])  # the images are ToTensor's output already
     tok = _tokenizer()
     out = []
     with torch.no_grad():
         for img, prompt in zip(images, prompts):
-            h, w = img.shape[-2:]
-            scale = size / float(max(h, w))
-            if scale != 1.0:
-                new = tuple(round(dim * scale) for dim in (h, w))
-                img = TF.resize(img, list(new), InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
-                ph, pw = size - new[0], size - new[1]
-                img = TF.pad(img, [pw // 2, ph // 2, pw - pw // 2, ph - ph // 2], fill=0)
-            x = TF.normalize(img, MEAN, STD).unsqueeze(0)
+            x = transform(img).unsqueeze(0)
             feats = model(x, tok([prompt]))
             image_features, text_features = (feats["image_features"], feats["text_features"]) if isinstance(
                 feats, dict) else feats[:2]
@@ -153,3 +175,12 @@ def test_wrong_checkpoints_are_rejected_with_the_key_names(tiny, tmp_path):
         load_hps("v2.0", tmp_path, model=TINY)
     with pytest.raises(ValueError, match="unknown HPS version"):
         load_hps("v3", tmp_path, model=TINY)
+
+
+def test_the_loader_builds_exactly_the_official_checkpoint_keys():
+    """The key list of the official checkpoints, dumped from HPSv2's own open_clip fork (see the data
+    file's "_about"), equals what the loader builds: names, shapes and dtypes, nothing more or less."""
+    official = json.loads((Path(__file__).parent / "official_keys_hpsv2.json").read_text())["state_dict"]
+    model = build_architecture("ViT-H-14", device="meta")  # shapes without allocating its 986M values
+    ours = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
+    assert ours == official
