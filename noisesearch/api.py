@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import platform
 import time
@@ -15,7 +16,8 @@ from noisesearch.core.sampler import CoreConfig, DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.models import load_model
 from noisesearch.strategies.base import Strategy, make_strategy
-from noisesearch.verifiers.base import Verifier, as_verifier, check_prompt, load_verifier
+from noisesearch.verifiers.base import Verifier, as_verifier, check_prompt
+from noisesearch.verifiers.spec import VerifierSpec
 
 
 def _ensure_registrations() -> None:
@@ -26,11 +28,31 @@ def _ensure_registrations() -> None:
     register_builtin_verifiers()
 
 
-def resolve_verifier(verifier: str | Verifier | Callable[..., Any], device: torch.device) -> Verifier:
+def verifier_spec(verifier: str | VerifierSpec) -> VerifierSpec:
+    """A verifier spec (``'clipscore(model=ViT-B-32)'`` or a :class:`VerifierSpec`), validated
+    without loading anything; ``ValueError`` says what to change."""
     _ensure_registrations()
-    if isinstance(verifier, str):
-        return load_verifier(verifier, device=device)
-    return as_verifier(verifier)
+    return VerifierSpec.coerce(verifier).validate()
+
+
+def resolve_verifier(
+    verifier: str | VerifierSpec | Verifier | Callable[..., Any], device: str | torch.device
+) -> Verifier:
+    """Builds the verifier of a spec (text or :class:`VerifierSpec`); passes verifiers and callables through.
+
+    A verifier built from a spec with options is named by the spec's canonical text, so results
+    and reports say exactly which verifier scored them.
+    """
+    if not isinstance(verifier, str | VerifierSpec):
+        return as_verifier(verifier)
+    spec = verifier_spec(verifier)
+    built = spec.load(device)
+    if spec.options:
+        try:
+            built.name = str(spec)
+        except (AttributeError, TypeError, dataclasses.FrozenInstanceError):  # a read-only name: keep it
+            pass
+    return built
 
 
 def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
@@ -75,7 +97,7 @@ def search(
     model: str | ModelAdapter | None,
     prompt: str,
     strategy: str | Strategy = "random",
-    verifier: str | Verifier | Callable[..., Any] | None = None,
+    verifier: str | VerifierSpec | Verifier | Callable[..., Any] | None = None,
     budget: int | None = None,
     candidates: int | None = None,
     seed: int = 0,
@@ -95,12 +117,16 @@ def search(
     """Searches the initial noise of ``model`` for ``prompt`` under an NFE budget.
 
     ``budget`` is in NFEs (denoiser evaluations per candidate, summed; default 16 full samples),
-    or give ``candidates`` full samples instead. Candidate i has seed ``seed + i``. ``progress``
+    or give ``candidates`` full samples instead. ``verifier`` is a verifier, a callable, or a spec
+    such as ``"rank-ensemble(verifiers=[aesthetic,clipscore,imagereward])"`` (see
+    :mod:`noisesearch.verifiers.spec`; default: the model's). Candidate i has seed ``seed + i``. ``progress``
     is called as ``progress(nfe_used, nfe_budget)`` after every network call. Returns a
     :class:`~noisesearch.engine.SearchResult` with every candidate's score and the accounting.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is empty; give the text to generate")
+    if isinstance(verifier, str | VerifierSpec):
+        verifier = verifier_spec(verifier)  # a bad spec or option fails before the model loads
     adapter = model if isinstance(model, ModelAdapter) else load_model(model, device=device, dtype=dtype)
     rec = adapter.info.details
     config = CoreConfig(
