@@ -53,8 +53,13 @@ def _bare_value(token: str) -> Value:
 
 
 def _freeze(value: Any, where: str) -> Value:
-    """Lists -> tuples (recursively); checks every value has a type the syntax can write."""
-    if isinstance(value, VerifierSpec | bool | int | str):
+    """Lists -> tuples (recursively); checks every value has a type the syntax can write.
+
+    A nested spec without options becomes its name: both are written ``name``, so the text alone
+    cannot tell them apart (ensembles read either as a member)."""
+    if isinstance(value, VerifierSpec):
+        return value if value.options else value.name
+    if isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -63,7 +68,7 @@ def _freeze(value: Any, where: str) -> Value:
     if isinstance(value, list | tuple):
         return tuple(_freeze(v, where) for v in value)
     if isinstance(value, Mapping):  # a TOML table inside a list: a nested spec
-        return VerifierSpec.from_mapping(value)
+        return _freeze(VerifierSpec.from_mapping(value), where)
     raise ValueError(
         f"{where}: a value must be text, a number, true/false, a list or a verifier spec, got {type(value).__name__}"
     )
