@@ -10,7 +10,7 @@ from noisesearch.core import CoreConfig, DenoisingCore, Trajectory
 from noisesearch.engine import Candidate, RoundRecord, SearchContext, SearchResult
 from noisesearch.models import load_model
 from noisesearch.strategies import available_strategies, make_strategy
-from noisesearch.verifiers import Verifier, available_verifiers, load_verifier, register_verifier
+from noisesearch.verifiers import Verifier, VerifierSpec, available_verifiers, load_verifier, register_verifier
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "SearchResult",
     "Trajectory",
     "Verifier",
+    "VerifierSpec",
     "available_strategies",
     "available_verifiers",
     "load_model",

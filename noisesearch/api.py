@@ -19,18 +19,15 @@ from noisesearch.core.sampler import DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, ensure_registrations, resolve
 from noisesearch.strategies.base import Strategy
-from noisesearch.verifiers.base import Verifier, as_verifier, check_prompt, load_verifier
+from noisesearch.request import build_verifier as resolve_verifier
+from noisesearch.request import verifier_spec
+from noisesearch.verifiers.base import Verifier, check_prompt
+from noisesearch.verifiers.spec import VerifierSpec
 
 # kept for callers of the earlier private name
 _ensure_registrations = ensure_registrations
 
-
-def resolve_verifier(verifier: str | Verifier | Callable[..., Any], device: torch.device) -> Verifier:
-    """A verifier object from a registered name or anything :func:`as_verifier` accepts."""
-    ensure_registrations()
-    if isinstance(verifier, str):
-        return load_verifier(verifier, device=device)
-    return as_verifier(verifier)
+__all__ = ["budget_from", "resolve_strategy", "resolve_verifier", "run_resolved", "search", "verifier_spec"]
 
 
 def resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
@@ -61,7 +58,7 @@ def search(
     model: str | ModelAdapter | None,
     prompt: str,
     strategy: str | Strategy = "random",
-    verifier: str | Verifier | Callable[..., Any] | None = None,
+    verifier: str | VerifierSpec | Verifier | Callable[..., Any] | None = None,
     budget: int | None = None,
     candidates: int | None = None,
     seed: int = 0,
@@ -81,7 +78,9 @@ def search(
     """Searches the initial noise of ``model`` for ``prompt`` under an NFE budget.
 
     ``budget`` is in NFEs (denoiser evaluations per candidate, summed; default 16 full samples),
-    or give ``candidates`` full samples instead. Candidate i has seed ``seed + i``. ``progress``
+    or give ``candidates`` full samples instead. ``verifier`` is a verifier, a callable, or a spec
+    such as ``"rank-ensemble(verifiers=[aesthetic,clipscore,imagereward])"`` (see
+    :mod:`noisesearch.verifiers.spec`; default: the model's). Candidate i has seed ``seed + i``. ``progress``
     is called as ``progress(nfe_used, nfe_budget)`` after every network call. Returns a
     :class:`~noisesearch.engine.SearchResult` with every candidate's score and the accounting.
     """

@@ -88,7 +88,12 @@ def run(
     ] = "toyworld",
     strategy: Annotated[str, typer.Option(help="Search strategy (see `noisesearch strategies`).")] = "random",
     verifier: Annotated[
-        Optional[str], typer.Option(help="Verifier name (see `noisesearch verifiers`); default depends on the model.")
+        Optional[str],
+        typer.Option(
+            help="Verifier name or spec with options, e.g. 'clipscore(model=ViT-B-32)' or "
+            "'rank-ensemble(verifiers=[aesthetic,clipscore,imagereward])' (see `noisesearch verifiers`); "
+            "default depends on the model."
+        ),
     ] = None,
     budget: Annotated[Optional[int], typer.Option(help="Compute budget in NFEs (default: 16 full samples).")] = None,
     candidates: Annotated[Optional[int], typer.Option(help="Budget as a number of full samples instead of NFEs.")] = None,
@@ -145,12 +150,11 @@ def run(
     results = []
     try:
         # fail on unknown names before loading anything heavy
-        from noisesearch.api import _ensure_registrations
-        from noisesearch.verifiers import available_verifiers
+        from noisesearch.api import _ensure_registrations, verifier_spec
 
         _ensure_registrations()
-        if verifier is not None and verifier not in available_verifiers():
-            raise ValueError(f"unknown verifier {verifier!r}; choose one of: {', '.join(available_verifiers())}")
+        if verifier is not None:  # the spec, its options and any ensemble members, before any model loads
+            verifier = str(verifier_spec(verifier))
         from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 
         strategy_options = load_strategy_file(strategy, strategy_config) if strategy_config else {}

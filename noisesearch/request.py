@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from noisesearch.core.sampler import MAX_SIDE, MAX_STEPS, CoreConfig
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from noisesearch.engine import NoisePrior
     from noisesearch.strategies.base import Strategy
     from noisesearch.verifiers.base import Verifier
+    from noisesearch.verifiers.spec import VerifierSpec
 
 #: where the embedded world's defaults come from when no model is named
 DEFAULT_MODEL = "toyworld"
@@ -103,7 +105,7 @@ class SearchRequest:
     model: str | ModelAdapter | None = None  # name, folder or cached hub id; None: toyworld
     strategy: str | Strategy = "random"  # registered name or a strategy object
     strategy_options: Mapping[str, Any] = field(default_factory=dict)  # hyperparameters of a named strategy
-    verifier: str | Verifier | Callable[..., Any] | None = None  # None: the model family's default
+    verifier: str | VerifierSpec | Verifier | Callable[..., Any] | None = None  # spec; None: the family's default
     budget: int | None = None  # NFEs; None: 16 full samples (or ``candidates``)
     candidates: int | None = None  # budget as full samples instead of NFEs
     seed: int = 0  # candidate i gets seed ``seed + i``
@@ -126,10 +128,8 @@ class SearchRequest:
             build_strategy(self.strategy, self.strategy_options)
         elif self.strategy_options:
             raise ValueError("strategy options are only accepted together with a strategy name")
-        if isinstance(self.verifier, str):
-            from noisesearch.verifiers.base import check_verifier_options
-
-            check_verifier_options(self.verifier, {})
+        if _is_spec(self.verifier):
+            verifier_spec(self.verifier)
         self.check_budget()
         if isinstance(self.prior, str) and self.prior not in PRIORS:
             raise ValueError(f"unknown prior {self.prior!r}; choose one of: {', '.join(PRIORS)}")
@@ -194,7 +194,6 @@ def resolve(request: SearchRequest, adapter: ModelAdapter | None = None) -> Reso
     """
     from noisesearch.core.adapter import ModelAdapter
     from noisesearch.models import load_model
-    from noisesearch.verifiers.base import as_verifier, load_verifier
 
     request.check()
     if adapter is None:
@@ -210,10 +209,7 @@ def resolve(request: SearchRequest, adapter: ModelAdapter | None = None) -> Reso
         else request.strategy
     )
     verifier_choice = request.verifier if request.verifier is not None else defaults.get("verifier", "clipscore")
-    if isinstance(verifier_choice, str):
-        verifier = load_verifier(verifier_choice, device=adapter.device)
-    else:
-        verifier = as_verifier(verifier_choice)
+    verifier = build_verifier(verifier_choice, adapter.device)
     return ResolvedSearch(
         request=request,
         adapter=adapter,
@@ -223,6 +219,41 @@ def resolve(request: SearchRequest, adapter: ModelAdapter | None = None) -> Reso
         prior=_prior(request, adapter.info.family),
         nfe_budget=request.nfe_budget(core_config.steps),
     )
+
+
+def _is_spec(verifier: object) -> TypeGuard[str | VerifierSpec]:
+    from noisesearch.verifiers.spec import VerifierSpec
+
+    return isinstance(verifier, str | VerifierSpec)
+
+
+def verifier_spec(verifier: str | VerifierSpec) -> VerifierSpec:
+    """A verifier spec (``'clipscore(model=ViT-B-32)'`` or a :class:`VerifierSpec`), validated
+    without loading anything; ``ValueError`` says what to change."""
+    from noisesearch.verifiers.spec import VerifierSpec
+
+    ensure_registrations()
+    return VerifierSpec.coerce(verifier).validate()
+
+
+def build_verifier(verifier: str | VerifierSpec | Verifier | Callable[..., Any], device: str | torch.device) -> Verifier:
+    """Builds the verifier of a spec (text or :class:`VerifierSpec`); passes verifiers and callables through.
+
+    A verifier built from a spec with options is named by the spec's canonical text, so results
+    and reports say exactly which verifier scored them.
+    """
+    from noisesearch.verifiers.base import as_verifier
+
+    if not _is_spec(verifier):
+        return as_verifier(verifier)
+    spec = verifier_spec(verifier)
+    built = spec.load(device)
+    if spec.options:
+        try:
+            built.name = str(spec)
+        except (AttributeError, TypeError, dataclasses.FrozenInstanceError):  # a read-only name: keep it
+            pass
+    return built
 
 
 def _prior(request: SearchRequest, family: str) -> Any:

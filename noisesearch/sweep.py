@@ -57,6 +57,7 @@ import torch
 from noisesearch.paths import user_path
 from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
+from noisesearch.verifiers.spec import VerifierSpec
 
 #: evaluation metrics that are not registered verifiers -> description
 BUILTIN_METRICS: dict[str, str] = {
@@ -71,6 +72,10 @@ CONFIG_FILE = "sweep_config.json"
 SHARDS_DIR = "shards"
 IMAGES_DIR = "images"
 DTYPES = ("auto", "fp32", "float32", "fp16", "float16", "bf16", "bfloat16")
+#: noise priors a strategy entry may name: standard Gaussian noise, or NPNet's golden noise (Zhou et al. 2024)
+PRIORS = ("none", "npnet")
+#: strategy-entry keys that configure the noise prior rather than the strategy
+PRIOR_KEYS = ("prior", "npnet_checkpoint")
 
 
 # ----------------------------------------------------------------------------------- config
@@ -96,11 +101,20 @@ class StrategySpec:
     name: str  # registered strategy name (see `noisesearch strategies`)
     options: tuple[tuple[str, Any], ...] = ()  # hyperparameters as sorted (option, value) pairs
     label: str = ""  # name shown in tables and plots; default: name(option=value, ...)
+    prior: str = "none"  # source of initial noises: 'none' (standard Gaussian) or 'npnet' (golden noise)
+    npnet_checkpoint: str = ""  # NPNet file for prior = 'npnet'; "": the embedded world's shipped NPNet
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a strategy needs a non-empty 'name', got {self.name!r}")
         object.__setattr__(self, "options", tuple(sorted((str(k), _freeze(v)) for k, v in self.options)))
+        where = f"sweep config key 'strategies': {self.name!r}"
+        if self.prior not in PRIORS:
+            raise ValueError(f"{where}: unknown prior {self.prior!r}; choose one of: {', '.join(PRIORS)}")
+        if not isinstance(self.npnet_checkpoint, str):
+            raise ValueError(f"{where}: 'npnet_checkpoint' must be a file path (text), got {self.npnet_checkpoint!r}")
+        if self.npnet_checkpoint and self.prior != "npnet":
+            raise ValueError(f"{where}: 'npnet_checkpoint' needs prior = \"npnet\" in the same entry")
 
     @property
     def options_dict(self) -> dict[str, Any]:
@@ -110,12 +124,28 @@ class StrategySpec:
     def display(self) -> str:
         if self.label:
             return self.label
-        if not self.options:
-            return self.name
-        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.options)})"
+        parts = [f"{k}={v}" for k, v in self.options]
+        if self.prior != "none":
+            parts.append(f"prior={self.prior}")
+        if self.npnet_checkpoint:
+            parts.append(f"npnet_checkpoint={Path(self.npnet_checkpoint).name}")
+        return f"{self.name}({', '.join(parts)})" if parts else self.name
+
+    @property
+    def prior_identity(self) -> dict[str, Any] | None:
+        """What of the noise prior determines a row (None for standard noise, keeping those keys unchanged)."""
+        if self.prior == "none":
+            return None
+        return {"name": self.prior, "checkpoint": self.npnet_checkpoint or None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **({"label": self.label} if self.label else {}), **{k: _thaw(v) for k, v in self.options}}
+        return {
+            "name": self.name,
+            **({"label": self.label} if self.label else {}),
+            **({"prior": self.prior} if self.prior != "none" else {}),
+            **({"npnet_checkpoint": self.npnet_checkpoint} if self.npnet_checkpoint else {}),
+            **{k: _thaw(v) for k, v in self.options},
+        }
 
 
 def _is_int(v: Any) -> bool:
@@ -128,10 +158,10 @@ class SweepConfig:
 
     prompts: str  # a .txt/.csv prompts file (relative to the config file) or a built-in set: toyworld-heldout
     budgets: tuple[int, ...]  # NFE budgets per search, the x axis of the scaling plots
-    search_verifiers: tuple[str, ...]  # verifiers the search maximises (one sweep axis)
+    search_verifiers: tuple[str, ...]  # verifier specs the search maximises (one sweep axis), e.g. "clipscore(model=ViT-B-32)"
     strategies: tuple[StrategySpec, ...] = (StrategySpec("random"),)  # strategies with hyperparameters
     models: tuple[str, ...] = ("toyworld",)  # model names, diffusers folders or cached hub ids
-    eval_verifiers: tuple[str, ...] = ()  # held-out metrics on the chosen image(s); 'ground_truth' on toyworld
+    eval_verifiers: tuple[str, ...] = ()  # held-out metrics (verifier specs) on the chosen image(s); 'ground_truth' on toyworld
     seeds: tuple[int, ...] = (0,)  # base seeds; candidate i gets seed+i, so space them > max candidates apart
     prompt_limit: int | None = None  # at most this many prompts, balanced over categories; None: all
     prompt_column: str | None = None  # CSV prompt column; None: 'prompt' or 'prompts'
@@ -162,6 +192,8 @@ class SweepConfig:
         for key in ("models", "search_verifiers"):
             if not getattr(self, key):
                 raise bad(key, "a non-empty list", getattr(self, key))
+        for key in ("search_verifiers", "eval_verifiers"):  # canonical spec text: the row key and the label
+            object.__setattr__(self, key, tuple(_canonical_spec(key, v) for v in getattr(self, key)))
         for key, positive in (("budgets", True), ("seeds", False)):
             values = getattr(self, key)
             if not isinstance(values, tuple) or not values or not all(_is_int(v) and (v > 0 if positive else v >= 0) for v in values):
@@ -175,9 +207,9 @@ class SweepConfig:
                 raise ValueError(f"sweep config key {key!r} lists {', '.join(dupes)} more than once; list each once")
         seen: dict[tuple[Any, ...], str] = {}
         for s in self.strategies:
-            ident = (s.name, s.options)
+            ident = (s.name, s.options, s.prior, s.npnet_checkpoint)
             if ident in seen:
-                raise ValueError(f"sweep config key 'strategies' lists {s.display!r} twice (same name and options)")
+                raise ValueError(f"sweep config key 'strategies' lists {s.display!r} twice (same name, options and prior)")
             seen[ident] = s.display
         labels = [s.display for s in self.strategies]
         if len(set(labels)) != len(labels):
@@ -235,7 +267,10 @@ class SweepConfig:
         for key, value in data.items():
             if key == "strategies":
                 kwargs[key] = _parse_strategies(value)
-            elif key in ("models", "search_verifiers", "eval_verifiers", "budgets", "seeds", "prompt_categories", "imports"):
+            elif key in ("search_verifiers", "eval_verifiers"):
+                entries = tuple(value) if isinstance(value, list | tuple) else (value,)
+                kwargs[key] = tuple(_spec_entry(key, v) for v in entries)
+            elif key in ("models", "budgets", "seeds", "prompt_categories", "imports"):
                 kwargs[key] = tuple(value) if isinstance(value, list | tuple) else (value,)
             else:
                 kwargs[key] = value
@@ -243,6 +278,13 @@ class SweepConfig:
             path = user_path(kwargs["prompts"])
             if not path.is_absolute():
                 kwargs["prompts"] = str((Path(base_dir) / path).resolve())
+        if base_dir is not None and "strategies" in kwargs:  # NPNet files relative to the config file too
+            kwargs["strategies"] = tuple(
+                dataclasses.replace(s, npnet_checkpoint=str((Path(base_dir) / user_path(s.npnet_checkpoint)).resolve()))
+                if s.npnet_checkpoint and not user_path(s.npnet_checkpoint).is_absolute()
+                else s
+                for s in kwargs["strategies"]
+            )
         return cls(**kwargs)
 
     @classmethod
@@ -293,24 +335,67 @@ class SweepConfig:
                 raise ValueError(f"sweep config key 'imports': cannot import {module!r} ({e}); check PYTHONPATH") from e
         _ensure_registrations()
         verifiers = available_verifiers()
-        for name in self.search_verifiers:
-            if name not in verifiers:
-                raise ValueError(
-                    f"sweep config key 'search_verifiers': unknown verifier {name!r}; choose one of: {', '.join(verifiers)}"
-                )
-        for name in self.eval_verifiers:
-            if name not in verifiers and name not in BUILTIN_METRICS:
-                raise ValueError(
-                    f"sweep config key 'eval_verifiers': unknown verifier {name!r}; choose one of: "
-                    f"{', '.join([*verifiers, *BUILTIN_METRICS])}"
-                )
+        for key in ("search_verifiers", "eval_verifiers"):
+            for text in getattr(self, key):
+                spec = VerifierSpec.parse(text)
+                if key == "eval_verifiers" and spec.name in BUILTIN_METRICS:
+                    if spec.options:
+                        raise ValueError(f"sweep config key {key!r}: {spec.name!r} takes no options; write {spec.name}")
+                    continue
+                if spec.name not in verifiers:
+                    choices = [*verifiers, *(BUILTIN_METRICS if key == "eval_verifiers" else ())]
+                    raise ValueError(f"sweep config key {key!r}: unknown verifier {spec.name!r}; choose one of: {', '.join(choices)}")
+                try:
+                    spec.validate()  # option names, types and values, ensemble members: nothing is loaded
+                except ValueError as e:
+                    raise ValueError(f"sweep config key {key!r}: {e}") from e
         for s in self.strategies:
             try:
                 make_strategy(s.name, **s.options_dict)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"sweep config key 'strategies': {e}") from e
+            self._check_prior(s)
         if self.scheduler is not None and self.scheduler not in SOLVERS:
             raise ValueError(f"sweep config key 'scheduler': unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SOLVERS)}")
+
+
+    def _check_prior(self, s: StrategySpec) -> None:
+        """The NPNet file of a prior exists; without one, every model must be the embedded world's."""
+        if s.prior != "npnet":
+            return
+        where = f"sweep config key 'strategies': {s.display!r}"
+        if s.npnet_checkpoint:
+            path = user_path(s.npnet_checkpoint)
+            if not path.is_file():
+                raise ValueError(f"{where}: npnet_checkpoint {str(path)!r} is not a file; give an existing NPNet file")
+            return
+        from noisesearch.npnet.prior import TOYWORLD_NPNET
+
+        others = [m for m in self.models if m != "toyworld"]
+        if others:
+            raise ValueError(
+                f"{where}: an NPNet ships only for model 'toyworld'; give npnet_checkpoint = PATH for {', '.join(map(repr, others))}"
+            )
+        if not TOYWORLD_NPNET.is_file():  # pragma: no cover - the file ships with the package
+            raise ValueError(f"{where}: the shipped NPNet {str(TOYWORLD_NPNET)!r} is missing; give npnet_checkpoint = PATH")
+
+
+def _spec_entry(key: str, value: Any) -> Any:
+    """A verifier entry of a sweep config: spec text stays, a table becomes spec text."""
+    if isinstance(value, Mapping | VerifierSpec):
+        try:
+            return str(VerifierSpec.coerce(value))
+        except ValueError as e:
+            raise ValueError(f"sweep config key {key!r}: {e}") from e
+    return value
+
+
+def _canonical_spec(key: str, value: Any) -> str:
+    """Checks the syntax of a verifier entry and returns its canonical text (options sorted)."""
+    try:
+        return str(VerifierSpec.coerce(value))
+    except ValueError as e:
+        raise ValueError(f"sweep config key {key!r}: {e}") from e
 
 
 def _parse_strategies(value: Any) -> tuple[StrategySpec, ...]:
@@ -324,11 +409,12 @@ def _parse_strategies(value: Any) -> tuple[StrategySpec, ...]:
         elif isinstance(entry, Mapping):
             if "name" not in entry:
                 raise ValueError(f"sweep config key 'strategies': entry {dict(entry)!r} has no 'name'")
-            options = {k: v for k, v in entry.items() if k not in ("name", "label")}
+            options = {k: v for k, v in entry.items() if k not in ("name", "label", *PRIOR_KEYS)}
             label = entry.get("label", "")
             if not isinstance(label, str):
                 raise ValueError(f"sweep config key 'strategies': 'label' must be a string, got {label!r}")
-            specs.append(StrategySpec(entry["name"], tuple(options.items()), label))
+            prior = {k: entry[k] for k in PRIOR_KEYS if k in entry}
+            specs.append(StrategySpec(entry["name"], tuple(options.items()), label, **prior))
         else:
             raise ValueError(
                 f"sweep config key 'strategies' takes names or tables with a 'name' (and options), got {entry!r}"
@@ -405,7 +491,12 @@ def plan(config: SweepConfig, prompts: Sequence[PromptItem] | None = None) -> li
                             identity = {
                                 "prompt": prompt.text,
                                 "model": model,
-                                "strategy": {"name": strategy.name, "options": {k: _thaw(v) for k, v in strategy.options}},
+                                "strategy": {
+                                    "name": strategy.name,
+                                    "options": {k: _thaw(v) for k, v in strategy.options},
+                                    # only with a prior, so that the keys of existing rows stay the same
+                                    **({"prior": strategy.prior_identity} if strategy.prior_identity else {}),
+                                },
                                 "search_verifier": verifier,
                                 "budget_nfe": budget,
                                 "seed": seed,
@@ -581,6 +672,14 @@ class _Runner:
             self._verifiers[name] = resolve_verifier(name, device)
         return self._verifiers[name]
 
+    def prior(self, strategy: StrategySpec, adapter: Any) -> Any:
+        """The strategy's noise prior: None for standard noise, else NPNet (loaded once per file)."""
+        if strategy.prior != "npnet":
+            return None
+        from noisesearch.npnet.prior import NPNetPrior, default_checkpoint, load_cached
+
+        return NPNetPrior(load_cached(strategy.npnet_checkpoint or default_checkpoint(adapter.info.family)))
+
     def evaluate(self, name: str, images: torch.Tensor, prompt: str, device: torch.device) -> list[float | None]:
         """Scores of ``images`` ([k, 3, H, W] uint8) under evaluation metric ``name``."""
         if name == "ground_truth":
@@ -613,6 +712,7 @@ class _Runner:
             width=cfg.width,
             negative_prompt=cfg.negative_prompt,
             max_batch=cfg.max_batch,
+            prior=self.prior(item.strategy, adapter),
         )
         if result.partial:  # interrupted inside the search: never record a partial row as complete
             raise KeyboardInterrupt
@@ -646,6 +746,7 @@ class _Runner:
             "strategy": item.strategy.display,
             "strategy_name": item.strategy.name,
             "strategy_options": settings.get("strategy_options", {}),
+            "prior": item.strategy.prior_identity,  # None: standard Gaussian noise
             "search_verifier": item.search_verifier,
             "budget_nfe": item.budget,
             "seed": item.seed,

@@ -9,10 +9,12 @@ from noisesearch.verifiers.base import (
     load_verifier,
     register_verifier,
 )
+from noisesearch.verifiers.spec import VerifierSpec
 
 __all__ = [
     "CallableVerifier",
     "Verifier",
+    "VerifierSpec",
     "as_verifier",
     "available_verifiers",
     "check_scores",

@@ -20,7 +20,9 @@ verifier, combined with weights.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -29,9 +31,9 @@ from noisesearch.verifiers.base import (
     as_verifier,
     check_prompt,
     check_scores,
-    load_verifier,
     register_verifier,
 )
+from noisesearch.verifiers.spec import VerifierSpec
 
 
 class _Ensemble:
@@ -140,32 +142,102 @@ class ZScoreEnsemble(_Ensemble):
         return total
 
 
-def make_ensemble(kind: str, verifiers: Sequence[str | Verifier] | str, weights: Sequence[float] | None = None,
+def member_specs(verifiers: str | VerifierSpec | Sequence[Any], owner: str = "ensemble") -> list[VerifierSpec | Verifier]:
+    """An ensemble's members as specs (built verifiers pass through): ``'a,b'``, a spec, or a list
+    of names, spec strings, specs, tables ``{name = ...}`` or verifiers. Raises ``ValueError``."""
+    example = f"{owner}(verifiers=[toyclip,toyrelation])"
+    if isinstance(verifiers, VerifierSpec):
+        return [verifiers]
+    if isinstance(verifiers, str):
+        if not verifiers.strip():
+            raise ValueError(f"{owner} needs member verifiers, e.g. {example}")
+        try:
+            return list(VerifierSpec.parse_list(verifiers))
+        except ValueError as e:
+            raise ValueError(f"{owner} members: {e}") from e
+    if not isinstance(verifiers, Sequence) or isinstance(verifiers, bytes):
+        raise ValueError(f"{owner} option verifiers takes a list of verifier specs, e.g. {example}; got {verifiers!r}")
+    members: list[VerifierSpec | Verifier] = []
+    for i, item in enumerate(verifiers, start=1):
+        if isinstance(item, VerifierSpec | str | Mapping):
+            try:
+                members.append(VerifierSpec.coerce(item))
+            except ValueError as e:
+                raise ValueError(f"{owner} member {i}: {e}") from e
+        elif isinstance(item, Verifier) or callable(item):
+            members.append(as_verifier(item))
+        else:
+            raise ValueError(f"{owner} member {i} is {item!r}, not a verifier spec; write e.g. {example}")
+    if not members:
+        raise ValueError(f"{owner} needs member verifiers, e.g. {example}")
+    return members
+
+
+def _validate_members(verifiers: Any, owner: str) -> list[VerifierSpec | Verifier]:
+    """The members, each spec validated (recursively for nested ensembles), before anything loads."""
+    members = member_specs(verifiers, owner)
+    for i, member in enumerate(members, start=1):
+        if isinstance(member, VerifierSpec):
+            try:
+                member.validate()
+            except ValueError as e:
+                raise ValueError(f"{owner} member {i} ({member.name}): {e}") from e
+    return members
+
+
+def _validate_weights(weights: Any, members: int, owner: str) -> None:
+    if weights is None:
+        return
+    if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
+        raise ValueError(f"{owner} option weights takes a list of numbers, one per member, e.g. weights=[1,2]; got {weights!r}")
+    if len(weights) != members:
+        raise ValueError(
+            f"{owner} has {members} member verifier(s) but {len(weights)} weight(s); give one weight per member"
+        )
+    if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights) or not any(
+        w > 0 for w in weights
+    ):
+        raise ValueError(f"{owner} weights must be numbers >= 0, not all zero; got {list(weights)}")
+
+
+def make_ensemble(kind: str, verifiers: Sequence[str | VerifierSpec | Verifier] | str, weights: Sequence[float] | None = None,
                   device: str | torch.device = "cpu") -> RankEnsemble | ZScoreEnsemble:
-    """Builds a ``"rank"`` or ``"zscore"`` ensemble from registered verifier names (or verifiers).
+    """Builds a ``"rank"`` or ``"zscore"`` ensemble from registered verifiers, specs or built verifiers.
 
-    ``verifiers`` may be a comma-separated string of names, e.g. ``"toyclip,toyrelation"``.
+    ``verifiers`` may be a comma-separated string, e.g. ``"toyclip,toyrelation"`` or
+    ``"toyclip,clipscore(model=ViT-B-32)"``. Every member spec is validated before any loads.
     """
-    names = [s.strip() for s in verifiers.split(",") if s.strip()] if isinstance(verifiers, str) else list(verifiers)
-    members = [load_verifier(v, device=device) if isinstance(v, str) else v for v in names]
-    if kind == "rank":
-        if weights is not None:
-            raise ValueError("the rank ensemble is an unweighted mean (Ma et al.); use kind='zscore' for weights")
-        return RankEnsemble(members)
-    if kind == "zscore":
-        return ZScoreEnsemble(members, weights)
-    raise ValueError(f"unknown ensemble {kind!r}; choose 'rank' or 'zscore'")
+    if kind not in ("rank", "zscore"):
+        raise ValueError(f"unknown ensemble {kind!r}; choose 'rank' or 'zscore'")
+    if kind == "rank" and weights is not None:
+        raise ValueError("the rank ensemble is an unweighted mean (Ma et al.); use kind='zscore' for weights")
+    owner = f"{kind}-ensemble"
+    specs = _validate_members(verifiers, owner)
+    _validate_weights(weights, len(specs), owner)
+    members = [m.load(device) if isinstance(m, VerifierSpec) else m for m in specs]
+    return RankEnsemble(members) if kind == "rank" else ZScoreEnsemble(members, weights)
 
 
-@register_verifier("rank-ensemble", "mean rank under several verifiers (Ma et al. 2025); option verifiers='a,b'")
-def _rank_factory(device: str | torch.device = "cpu", verifiers: str = "") -> Verifier:
-    if not verifiers:
-        raise ValueError("rank-ensemble needs verifiers='name1,name2'")
+def _validate_rank(verifiers: str | Sequence[Any] = "") -> None:
+    _validate_members(verifiers, "rank-ensemble")
+
+
+def _validate_zscore(verifiers: str | Sequence[Any] = "", weights: Sequence[float] | None = None) -> None:
+    _validate_weights(weights, len(_validate_members(verifiers, "zscore-ensemble")), "zscore-ensemble")
+
+
+@register_verifier(
+    "rank-ensemble", "mean rank under several verifiers (Ma et al. 2025): rank-ensemble(verifiers=[a,b])",
+    validate=_validate_rank,
+)
+def _rank_factory(device: str | torch.device = "cpu", verifiers: str | Sequence[str | VerifierSpec] = "") -> Verifier:
     return make_ensemble("rank", verifiers, device=device)
 
 
-@register_verifier("zscore-ensemble", "weighted z-score of several verifiers; options verifiers='a,b', weights")
-def _zscore_factory(device: str | torch.device = "cpu", verifiers: str = "", weights: Sequence[float] | None = None) -> Verifier:
-    if not verifiers:
-        raise ValueError("zscore-ensemble needs verifiers='name1,name2'")
+@register_verifier(
+    "zscore-ensemble", "weighted z-score of several verifiers: zscore-ensemble(verifiers=[a,b], weights=[1,2])",
+    validate=_validate_zscore,
+)
+def _zscore_factory(device: str | torch.device = "cpu", verifiers: str | Sequence[str | VerifierSpec] = "",
+                    weights: Sequence[float] | None = None) -> Verifier:
     return make_ensemble("zscore", verifiers, weights, device=device)
