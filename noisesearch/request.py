@@ -243,8 +243,9 @@ def build_verifier(verifier: str | VerifierSpec | Verifier | Callable[..., Any],
     and reports say exactly which verifier scored them.
     """
     from noisesearch.verifiers.base import as_verifier
+    from noisesearch.verifiers.spec import VerifierSpec
 
-    if not _is_spec(verifier):
+    if not isinstance(verifier, str | VerifierSpec):
         return as_verifier(verifier)
     spec = verifier_spec(verifier)
     built = spec.load(device)
