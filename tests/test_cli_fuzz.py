@@ -174,8 +174,8 @@ BAD = {
     "top-k zero": (["--top-k", "0"], "--top-k must be >= 1"),
     "top-k negative": (["--top-k", "-2"], "--top-k must be >= 1"),
     # output folder
-    "out under a file": (["--out", "{blocker}/sub"], "cannot write to output directory"),
-    "out is a file": (["--out", "{blocker}"], "cannot write to output directory"),
+    "out under a file": (["--out", "{blocker}/sub"], "which is a file, not a folder"),
+    "out is a file": (["--out", "{blocker}"], "is a file, not a folder"),
     # strategy config files
     "strategy config missing": (["--strategy", "zero-order", "--strategy-config", "{missing}"], "cannot read strategy config"),
     "strategy config is a folder": (["--strategy", "zero-order", "--strategy-config", "{folder}"], "cannot read strategy config"),
