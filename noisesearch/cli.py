@@ -33,30 +33,37 @@ from noisesearch.npnet.cli import npnet_app  # noqa: E402
 app.add_typer(npnet_app, name="npnet")
 
 
-def _summary_table(results: list[Any]) -> Table:
-    """One row per prompt, sized for an 80-column terminal: the prompt is cut to one line, never wrapped."""
+def _summary_table(results: list[Any], width: int = 80) -> Table:
+    """One line per prompt within ``width`` columns (80 reads well anywhere): the numbers keep their
+    full width and the prompt is cut to what is left, never wrapped."""
     from rich import box
 
     from noisesearch.usertext import abbreviate
 
-    table = Table(title="noisesearch results", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("prompt", no_wrap=True, overflow="ellipsis", ratio=1, min_width=12)
-    for col in ("seed", "best", "median", "cands", "NFE", "secs"):
-        table.add_column(col, no_wrap=True, justify="right")
+    headers = ("prompt", "seed", "best", "median", "cands", "NFE", "secs")
+    rows = []
     for r in results:
         finite = sorted(c.score for c in r.candidates if c.finite)
         median = finite[len(finite) // 2] if finite else float("nan")
         best = r.best if finite else None
-        table.add_row(
-            abbreviate(r.prompt, 60) + (" (partial)" if r.partial else ""),
+        rows.append((
+            ("(partial) " if r.partial else "") + abbreviate(r.prompt, 60),
             str(best.seed) if best else "-",
             f"{best.score:.4f}" if best else "-",
             f"{median:.4f}",
             str(len(r.candidates)),
             f"{r.accounting.nfe}/{r.budget_nfe}",
             f"{sum(r.accounting.seconds.values()):.1f}",
-        )
-    table.caption = "seed, best: the winning candidate; cands: candidates scored; NFE: used/budget"
+        ))
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    # per column: one space of padding either side and a separator; plus the box's two edges
+    room = max(12, width - sum(widths[1:]) - 3 * len(headers) - 1)
+    table = Table(title="noisesearch results", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", width=min(widths[0], room))
+    for header, w in zip(headers[1:], widths[1:]):
+        table.add_column(header, no_wrap=True, justify="right", width=w)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -252,7 +259,7 @@ def run(
             interrupted = True
             break
     if results:
-        console.print(_summary_table(results))
+        console.print(_summary_table(results, min(console.width, 100)))
     if interrupted:
         if results:
             err_console.print("interrupted: results computed so far were written (report.json marked partial)")

@@ -166,6 +166,17 @@ def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None
         setattr(pipe, attr, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
 
 
+def _not_cached(name: str) -> ModelNotFoundError:
+    from noisesearch.usertext import abbreviate, quote
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return ModelNotFoundError(
+        f"model {quote(name)} is not in the local Hugging Face cache ({abbreviate(cache, 60)}) and is never downloaded "
+        f"at run time: `hf download {abbreviate(name, 40)}` on a connected machine, copy the cache here "
+        "(or set HF_HOME), or pass a diffusers folder"
+    )
+
+
 def _read_model_index(path: Path) -> str:
     """The pipeline class a ``model_index.json`` names; ``ModelNotFoundError`` names a bad file."""
     index_file = path / "model_index.json"
@@ -185,7 +196,7 @@ def check_model(name: str) -> str | None:
     Raises the error :func:`load_model` would raise for an empty, unknown or uncached name, a folder
     that is not a diffusers pipeline, or a pipeline class noisesearch does not support.
     """
-    from noisesearch.usertext import abbreviate, quote
+    from noisesearch.usertext import quote
 
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
@@ -218,12 +229,7 @@ def check_model(name: str) -> str | None:
         except ValueError:  # not a valid repo id
             found = None
         if not isinstance(found, str):
-            cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-            raise ModelNotFoundError(
-                f"model {quote(name)} is not in the local Hugging Face cache ({cache}) and noisesearch never "
-                f"downloads at run time; on a connected machine run `hf download {abbreviate(name, 40)}` and copy the cache "
-                "here (or set HF_HOME), or pass --model /path/to/a/diffusers/folder"
-            )
+            raise _not_cached(name)
         snapshot = Path(found).parent
         class_name = _read_model_index(snapshot)
         if class_name not in ADAPTERS:
@@ -295,14 +301,7 @@ def load_model(
             try:
                 pipe = _from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)
             except (OSError, ValueError, EnvironmentError) as e:
-                cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-                from noisesearch.usertext import abbreviate, quote
-
-                raise ModelNotFoundError(
-                    f"model {quote(name)} is not in the local Hugging Face cache ({cache}) and noisesearch never "
-                    f"downloads at run time; on a connected machine run `hf download {abbreviate(name, 40)}` and copy the cache "
-                    "here (or set HF_HOME), or pass --model /path/to/a/diffusers/folder"
-                ) from e
+                raise _not_cached(name) from e
         else:
             from noisesearch.usertext import quote
 

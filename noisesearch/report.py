@@ -13,7 +13,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from noisesearch.engine import SearchResult
-from noisesearch.paths import user_path
 
 MIN_TILE = 128  # tiny images are upscaled (nearest) to at least this many pixels per side
 

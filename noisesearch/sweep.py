@@ -224,11 +224,14 @@ class SweepConfig:
         names = cls.field_names()
         unknown = [k for k in data if k not in names]
         if unknown:
-            hints = []
+            hints, guessed = [], True
             for k in unknown:
                 close = difflib.get_close_matches(k, names, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown sweep config key {', '.join(hints)}; valid keys: {', '.join(names)}")
+                hints.append(quote(k, 40) + (f" (did you mean {close[0]!r}?)" if close else ""))
+                guessed = guessed and bool(close)
+            # every key has a likely meaning: the full list would only push the hint off one line
+            listing = "" if guessed else f"; valid keys: {', '.join(names)}"
+            raise ValueError(f"unknown sweep config key {', '.join(hints)}{listing}")
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data]
         if missing:
             raise ValueError(f"sweep config is missing required key {', '.join(map(repr, missing))}")
@@ -395,7 +398,7 @@ def sweep_prompts(config: SweepConfig) -> list[PromptItem]:
                 parse(item.text)
             except ValueError as e:
                 raise ValueError(
-                    f"eval verifier 'ground_truth' judges embedded-world prompts only, and prompt {quote(item.text)} is not one "
+                    f"eval verifier 'ground_truth' judges embedded-world prompts only, and {quote(item.text)} is not one "
                     f"({e}); drop 'ground_truth' or use prompts = \"toyworld-heldout\""
                 ) from None
     return chosen
@@ -570,7 +573,12 @@ def check_models(config: SweepConfig) -> None:
             family = check_model(name)
         except ValueError as e:
             raise ValueError(f"sweep config key 'models': {e}") from None
-        steps = config.steps or (RECOMMENDED.get(family, {}).get("steps") if family else None)
+        default = RECOMMENDED.get(family, {}).get("steps") if family else None
+        if name == "stub":  # the weightless test model has its own default
+            from noisesearch.testing import StubAdapter
+
+            default = StubAdapter().info.details.get("steps")
+        steps = config.steps or default
         small = [b for b in config.budgets if steps and b < steps]
         if small:
             raise ValueError(
@@ -597,8 +605,9 @@ def check_prompts(config: SweepConfig, prompts: Sequence[PromptItem], verifier_f
                 try:
                     check_prompt(verifier, item.text)
                 except ValueError as e:
+                    source = config.prompts if config.prompts in BUILTIN_SETS else Path(config.prompts).name
                     raise ValueError(
-                        f"prompt {number} of {quote(config.prompts, 120)} cannot be scored by {key[:-1].replace('_', ' ')} "
+                        f"prompt {number} of {quote(source, 60)} cannot be scored by {key[:-1].replace('_', ' ')} "
                         f"{quote(name)}: {e}"
                     ) from None
 
@@ -875,6 +884,9 @@ def sweep(
     runner = _Runner(cfg, _resolve_process_device(cfg, state_device), model_factory, user_path(out_dir) / IMAGES_DIR)
     check_prompts(cfg, prompts, lambda name: runner.verifier(name, runner.default_device()))
 
+    # 3. the rows an earlier run finished: reading them checks every shard, still before any write
+    done = completed_rows(user_path(out_dir))
+
     out = _prepare_dir(Path(out_dir), rank)
     images_dir = out / IMAGES_DIR
     runner.images_dir = images_dir
@@ -883,10 +895,9 @@ def sweep(
 
     mine = shard(items, rank, world_size)
     own = shard_path(out, rank, world_size)
-    cut = truncate_torn_tail(own)
+    cut = truncate_torn_tail(own)  # a torn tail is never a complete row: `done` stays as read
     if cut:
         say(f"{tag}discarded a torn last line ({cut} bytes) of {own.name}; its row will be recomputed")
-    done = completed_rows(out)
     todo = [it for it in mine if it.key not in done]
     skipped = len(mine) - len(todo)
     say(f"{tag}{len(items)} rows in the sweep, {len(mine)} for this process, {skipped} already done")

@@ -53,7 +53,7 @@ def official_to_flat(checkpoint: Mapping[str, object], source: str = "checkpoint
             f"{source} is not an official NPNet checkpoint: "
             + "; ".join(p for p in (f"missing entries {missing}" if missing else "",
                                     f"unexpected entries {unexpected}" if unexpected else "") if p)
-            + f" (expected exactly {sorted(expected)})"
+            + ("" if missing else f" (expected exactly {sorted(expected)})")
         )
     flat: dict[str, torch.Tensor] = {}
     for entry, prefix in OFFICIAL_ENTRIES.items():
@@ -148,8 +148,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         from noisesearch.verifiers.checkpoints import describe_error
 
         size = Path(path).stat().st_size if Path(path).is_file() else 0
-        what = "is empty (0 bytes)" if size == 0 else f"is not a readable safetensors file ({describe_error(err)})"
-        raise ValueError(f"NPNet checkpoint {str(path)!r} {what}; pass a file written by `noisesearch npnet convert` or `npnet train`") from None
+        what = "is empty (0 bytes)" if size == 0 else f"is not a readable safetensors file ({describe_error(err, 80)})"
+        raise ValueError(f"NPNet checkpoint {str(path)!r} {what}; pass one from `npnet convert` or `npnet train`") from None
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:
