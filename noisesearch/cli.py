@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisesearch.prompts import read_prompts
+from noisesearch.usertext import quote
 
 app = typer.Typer(
     name="noisesearch",
@@ -32,24 +33,37 @@ from noisesearch.npnet.cli import npnet_app  # noqa: E402
 app.add_typer(npnet_app, name="npnet")
 
 
-def _summary_table(results: list[Any]) -> Table:
-    table = Table(title="noisesearch results", show_lines=False)
-    for col in ("prompt", "best seed", "best score", "median score", "candidates", "NFE", "rows", "seconds"):
-        table.add_column(col, overflow="fold")
+def _summary_table(results: list[Any], width: int = 80) -> Table:
+    """One line per prompt within ``width`` columns (80 reads well anywhere): the numbers keep their
+    full width and the prompt is cut to what is left, never wrapped."""
+    from rich import box
+
+    from noisesearch.usertext import abbreviate
+
+    headers = ("prompt", "seed", "best", "median", "cands", "NFE", "secs")
+    rows = []
     for r in results:
         finite = sorted(c.score for c in r.candidates if c.finite)
         median = finite[len(finite) // 2] if finite else float("nan")
         best = r.best if finite else None
-        table.add_row(
-            r.prompt + (" (partial)" if r.partial else ""),
+        rows.append((
+            ("(partial) " if r.partial else "") + abbreviate(r.prompt, 60),
             str(best.seed) if best else "-",
             f"{best.score:.4f}" if best else "-",
             f"{median:.4f}",
             str(len(r.candidates)),
             f"{r.accounting.nfe}/{r.budget_nfe}",
-            str(r.accounting.network_rows),
             f"{sum(r.accounting.seconds.values()):.1f}",
-        )
+        ))
+    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
+    # per column: one space of padding either side and a separator; plus the box's two edges
+    room = max(12, width - sum(widths[1:]) - 3 * len(headers) - 1)
+    table = Table(title="noisesearch results", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("prompt", no_wrap=True, overflow="ellipsis", width=min(widths[0], room))
+    for header, w in zip(headers[1:], widths[1:]):
+        table.add_column(header, no_wrap=True, justify="right", width=w)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 
@@ -105,7 +119,7 @@ def run(
     height: Annotated[Optional[int], typer.Option(help="Image height in pixels.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Image width in pixels.")] = None,
     seed: Annotated[int, typer.Option(help="Candidate i gets seed SEED+i (reproducible in plain diffusers).")] = 0,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("noisesearch-out"),
+    out: Annotated[str, typer.Option(metavar="PATH", help="Output directory.")] = "noisesearch-out",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16 on GPU, fp32 on CPU).")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
@@ -120,6 +134,9 @@ def run(
     npnet_checkpoint: Annotated[
         Optional[Path], typer.Option(help="NPNet file for --prior npnet / --strategy npnet (default: the model's shipped one).")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers).")
+    ] = False,
 ) -> None:
     """Search the initial noise for one prompt (or a file of prompts); write images and report.json.
 
@@ -134,9 +151,10 @@ def run(
             raise UserError(f"unknown --prior {prior!r}; choose 'none' or 'npnet'")
         if not 0 <= seed < 2**63:  # candidate seeds seed+i must fit torch's 64-bit generator seeds
             raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
-        from noisesearch.report import ensure_writable_dir
+        from noisesearch.outputs import check_output_dir
+        from noisesearch.report import OUTPUT_FILES
 
-        out_dir = ensure_writable_dir(out)
+        out_dir = check_output_dir(out, "--out", files=OUTPUT_FILES if prompt is not None else ())
     except (UserError, ValueError) as e:
         fail(str(e))
         return
@@ -163,7 +181,14 @@ def run(
         from noisesearch.core.schedule import SOLVERS
 
         if scheduler is not None and scheduler not in SOLVERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of: {', '.join(SOLVERS)}")
+            raise ValueError(f"unknown scheduler {quote(scheduler)}; choose one of: {', '.join(SOLVERS)}")
+        if npnet_checkpoint is not None and (prior == "npnet" or strategy == "npnet"):
+            from noisesearch.npnet.prior import load_cached
+
+            load_cached(npnet_checkpoint)  # a bad file is named before the model loads (cached for the run)
+        from noisesearch.quiet import library_output
+
+        library_output(verbose)
         adapter = load_model(model, device=device, dtype=dtype, compile=compile)
         if adapter.info.family == "tiny-random":
             console.print("[yellow]note:[/] using a tiny RANDOM-WEIGHT pipeline: images are noise-like by design")
@@ -175,14 +200,20 @@ def run(
         for text in prompts:  # all prompts up front: no run stops halfway on a prompt it cannot score
             check_prompt(verif, text)
         noise_prior = _noise_prior(prior, strategy, npnet_checkpoint, adapter.info.family)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
+    from noisesearch.outputs import make_output_dir
+    from noisesearch.usertext import abbreviate
 
     interrupted = False
     for i, text in enumerate(prompts):
         target = out_dir if len(prompts) == 1 else out_dir / f"{i:04d}-{slug(text)}"
-        target.mkdir(parents=True, exist_ok=True)
+        try:
+            make_output_dir(target)
+        except ValueError as e:
+            fail(str(e))
+            return
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -192,7 +223,7 @@ def run(
             console=console,
             transient=False,
         ) as bar:
-            task = bar.add_task(text[:40], total=None)
+            task = bar.add_task(abbreviate(text, 40), total=None)
 
             def progress(used: int, total: int) -> None:
                 bar.update(task, completed=used, total=total)
@@ -221,14 +252,18 @@ def run(
             except ValueError as e:
                 fail(str(e))
                 return
-        written = write_outputs(result, target, top_k=top_k)
+        try:
+            written = write_outputs(result, target, top_k=top_k)
+        except OSError as e:
+            fail(f"cannot write the results to {quote(str(target), 200)}: {e.strerror or e}")
+            return
         results.append(result)
         console.print(f"wrote {', '.join(Path(p).name for p in written.values())} to {target}")
         if result.partial:
             interrupted = True
             break
     if results:
-        console.print(_summary_table(results))
+        console.print(_summary_table(results, min(console.width, 100)))
     if interrupted:
         if results:
             err_console.print("interrupted: results computed so far were written (report.json marked partial)")
@@ -293,66 +328,102 @@ def toyworld_prompts(
 
 @toyworld_app.command("train")
 def toyworld_train(
-    out: Annotated[Path, typer.Option(help="Output pipeline folder.")] = Path("toyworld-pipeline"),
+    out: Annotated[str, typer.Option(metavar="PATH", help="Output pipeline folder.")] = "toyworld-pipeline",
     quick: Annotated[bool, typer.Option(help="A few steps end to end (smoke test).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
 ) -> None:
     """Train the embedded text-to-image model (VAE, then UNet + text encoder) into a diffusers folder."""
     from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
 
     try:
-        from noisesearch.report import ensure_writable_dir
+        from noisesearch.outputs import check_output_dir, make_output_dir
 
-        ensure_writable_dir(out)
+        make_output_dir(check_output_dir(out))
     except ValueError as e:
         fail(str(e))
+    from noisesearch.quiet import library_output
+
+    library_output(verbose)
     cfg = ToyTrainConfig.quick() if quick else ToyTrainConfig()
     train_pipeline(cfg, out, command=f"noisesearch toyworld train --out {out}" + (" --quick" if quick else ""))
 
 
 @toyworld_app.command("train-verifiers")
 def toyworld_train_verifiers(
-    out: Annotated[Path, typer.Option(help="Output folder for the verifier weights.")] = Path("toyworld-verifiers"),
+    out: Annotated[str, typer.Option(metavar="PATH", help="Output folder for the verifier weights.")] = "toyworld-verifiers",
     quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
 ) -> None:
     """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
+    from noisesearch.outputs import check_output_dir
     from noisesearch.toyworld.training import verifiers as train_verifiers
 
+    try:
+        check_output_dir(out)
+    except ValueError as e:
+        fail(str(e))
     train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))
 
 
 @app.command("sweep")
 def sweep_command(
     config: Annotated[Path, typer.Argument(help="Sweep config (TOML); see examples/sweep_toyworld.toml.")],
-    out: Annotated[Path, typer.Option(help="Results folder; run again with the same folder to resume.")] = Path(
-        "noisesearch-sweep"
-    ),
-    dry_run: Annotated[bool, typer.Option(help="Check the config and print the plan without running it.")] = False,
+    out: Annotated[str, typer.Option(metavar="PATH", help="Results folder; run again with the same folder to resume.")] = "noisesearch-sweep",
+    dry_run: Annotated[
+        bool, typer.Option(help="Check the config (loading the verifiers to check every prompt) and print the plan; write nothing.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers).")
+    ] = False,
 ) -> None:
-    """Run (or resume) a benchmark sweep; shards across processes under `accelerate launch -m noisesearch sweep`."""
-    from noisesearch.sweep import SweepConfig, completed_rows, plan, sweep, sweep_prompts
+    """Run (or resume) a benchmark sweep; shards across processes under `accelerate launch -m noisesearch sweep`.
+
+    Everything is checked before anything is written: names and options, models (offline), every
+    prompt against every verifier, and the output folder. A rejected config changes nothing on disk.
+    """
+    from noisesearch.sweep import SweepConfig, check_prompts, check_sweep, completed_rows, sweep
 
     try:
+        from noisesearch.outputs import check_output_dir
+
+        check_output_dir(out)  # an empty --out is refused before the config is even read
         cfg = SweepConfig.from_toml(config)
         if dry_run:
-            cfg.check_names()
-            items = plan(cfg, sweep_prompts(cfg))
-            done = completed_rows(out) if out.is_dir() else {}
+            items = check_sweep(cfg, out)
+            from noisesearch.api import resolve_verifier
+            from noisesearch.models import resolve_device
+            from noisesearch.quiet import library_output
+
+            library_output(verbose)
+            device = resolve_device("cpu" if all(m == "stub" for m in cfg.models) else cfg.device)
+            loaded: dict[str, Any] = {}
+
+            def verifier_for(name: str) -> Any:
+                if name not in loaded:
+                    loaded[name] = resolve_verifier(name, device)
+                return loaded[name]
+
+            check_prompts(cfg, list(dict.fromkeys(it.prompt for it in items)), verifier_for)
+            out_path = Path(out).expanduser()
+            done = completed_rows(out_path) if out_path.is_dir() else {}
             console.print(
                 f"{len(items)} rows = {len({it.prompt.text for it in items})} prompts x {len(cfg.models)} models x "
                 f"{len(cfg.strategies)} strategies x {len(cfg.search_verifiers)} search verifiers x "
                 f"{len(cfg.budgets)} budgets x {len(cfg.seeds)} seeds; {sum(it.key in done for it in items)} already in {out}"
             )
             return
-    except ValueError as e:
+    except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
+    from noisesearch.quiet import library_output
+
+    library_output(verbose)
     _install_sigterm_as_interrupt()
     try:
         summary = sweep(cfg, out, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err_console.print("interrupted: finished rows are kept; run the same command again to resume")
         raise typer.Exit(code=130)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
     if summary.results_path is not None:
@@ -362,7 +433,9 @@ def sweep_command(
 @app.command("report")
 def report_command(
     results_dir: Annotated[Path, typer.Argument(help="The --out folder of `noisesearch sweep`.")],
-    out: Annotated[Optional[Path], typer.Option(help="Folder for report.html and plots/ (default: RESULTS_DIR).")] = None,
+    out: Annotated[
+        Optional[str], typer.Option(metavar="PATH", help="Folder for report.html and plots/ (default: RESULTS_DIR).")
+    ] = None,
     embed: Annotated[
         Optional[bool], typer.Option("--embed/--link", help="Images inside the HTML (base64) or linked; default: embed if small.")
     ] = None,
@@ -374,8 +447,12 @@ def report_command(
     try:
         if max_prompts < 1:
             raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")
+        if out is not None:
+            from noisesearch.outputs import check_output_dir
+
+            check_output_dir(out, files=("report.html",), folders=("plots",))
         files = write_report(results_dir, out, embed=embed, max_prompts=max_prompts)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
         return
     for plot in files.plots:

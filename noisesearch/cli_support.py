@@ -15,7 +15,8 @@ class UserError(Exception):
 
 
 def fail(message: str) -> None:
-    """Prints ``error: message`` on stderr and exits with code 2 (no traceback)."""
+    """Prints ``error: message`` on stderr, on one line, and exits with code 2 (no traceback)."""
+    message = " ".join(message.splitlines())  # a library's multi-line cause still makes one line
     # escaped: a cause such as "[strategy.smc]" or a path with brackets is text, not rich markup
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)

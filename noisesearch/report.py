@@ -13,22 +13,19 @@ import torch
 from PIL import Image, ImageDraw
 
 from noisesearch.engine import SearchResult
-from noisesearch.paths import user_path
 
 MIN_TILE = 128  # tiny images are upscaled (nearest) to at least this many pixels per side
 
 
+#: files a search writes into its output folder (besides best_2.png ... for --top-k > 1)
+OUTPUT_FILES: tuple[str, ...] = ("best.png", "best_large.png", "candidates.png", "report.json")
+
+
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Creates ``path`` if needed and checks it is writable; ``ValueError`` says what to do."""
-    out = user_path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".noisesearch-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ValueError(f"cannot write to output directory {str(out)!r} ({e.strerror}); pass a writable --out") from e
-    return out
+    """Checks ``path`` (see :func:`noisesearch.outputs.check_output_dir`), then creates it; ``ValueError`` says what to do."""
+    from noisesearch.outputs import check_output_dir, make_output_dir
+
+    return make_output_dir(check_output_dir(path))
 
 
 def to_pil(image: torch.Tensor, min_side: int = 0) -> Image.Image:

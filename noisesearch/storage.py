@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 
-def read_jsonl(path: Path, required_key: str = "key") -> list[dict[str, Any]]:
+def read_jsonl(
+    path: Path,
+    required_key: str = "key",
+    check: Callable[[dict[str, Any]], None] | None = None,
+    what: str = "row of this log",
+) -> list[dict[str, Any]]:
     """The complete rows of a JSONL file; a last line without its newline (a torn write) is ignored.
 
     A malformed line anywhere else means the file was edited or damaged outside noisesearch:
-    ``ValueError`` names the file and line.
+    ``ValueError`` names the file and line. ``check(row)``, when given, raises ``ValueError`` saying
+    what is wrong with a row of the wrong shape; the error then names the file, the line and ``what``
+    the row should have been.
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        kind = "a folder, not a file" if path.is_dir() else f"unreadable ({e.strerror or e})"
+        raise ValueError(f"{path} is {kind}; it should be a JSON-lines file written by noisesearch") from None
     lines = data.split(b"\n")
     rows = []
     for number, line in enumerate(lines[:-1], start=1):  # lines[-1] is b"" or a torn tail
@@ -28,13 +39,20 @@ def read_jsonl(path: Path, required_key: str = "key") -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            cause = getattr(e, "msg", None) or ("not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply")
             raise ValueError(
-                f"{path}:{number} is not a JSON row ({e.msg}); the file was changed outside noisesearch: "
+                f"{path}:{number} is not a JSON row ({cause}); the file was changed outside noisesearch: "
                 "delete that line (the row will be recomputed) and run again"
-            ) from e
+            ) from None
         if not isinstance(row, dict) or required_key not in row:
-            raise ValueError(f"{path}:{number} is not a row of this log (no {required_key!r}); delete that line and run again")
+            problem = f"no {required_key!r}" if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+            raise ValueError(f"{path}:{number} is not a {what} ({problem}); delete that line and run again")
+        if check is not None:
+            try:
+                check(row)
+            except ValueError as e:
+                raise ValueError(f"{path}:{number} is not a {what}: {e}; delete that line and run again") from None
         rows.append(row)
     return rows
 

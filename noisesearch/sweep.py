@@ -58,6 +58,7 @@ from noisesearch.paths import user_path
 from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
 from noisesearch.verifiers.spec import VerifierSpec
+from noisesearch.usertext import abbreviate, quote
 
 #: evaluation metrics that are not registered verifiers -> description
 BUILTIN_METRICS: dict[str, str] = {
@@ -255,11 +256,14 @@ class SweepConfig:
         names = cls.field_names()
         unknown = [k for k in data if k not in names]
         if unknown:
-            hints = []
+            hints, guessed = [], True
             for k in unknown:
                 close = difflib.get_close_matches(k, names, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown sweep config key {', '.join(hints)}; valid keys: {', '.join(names)}")
+                hints.append(quote(k, 40) + (f" (did you mean {close[0]!r}?)" if close else ""))
+                guessed = guessed and bool(close)
+            # every key has a likely meaning: the full list would only push the hint off one line
+            listing = "" if guessed else f"; valid keys: {', '.join(names)}"
+            raise ValueError(f"unknown sweep config key {', '.join(hints)}{listing}")
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data]
         if missing:
             raise ValueError(f"sweep config is missing required key {', '.join(map(repr, missing))}")
@@ -298,16 +302,24 @@ class SweepConfig:
             except ModuleNotFoundError as e:
                 raise ValueError("reading TOML needs Python >= 3.11 or `pip install tomli`") from e
         path = user_path(path)
+        shown = quote(str(path), 200)
+        if path.is_dir():
+            raise ValueError(f"sweep config {shown} is a folder; pass the sweep's .toml file")
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
         except OSError as e:
-            raise ValueError(f"cannot read sweep config {str(path)!r}: {e.strerror or e}") from e
+            raise ValueError(f"cannot read sweep config {shown}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"sweep config {shown} is not UTF-8 TOML (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                "pass the sweep's .toml file"
+            ) from None
         except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"sweep config {str(path)!r} is not valid TOML: {e}") from e
+            raise ValueError(f"sweep config {shown} is not valid TOML: {e}") from None
         try:
             return cls.from_dict(data, base_dir=path.parent)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from e
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain data (JSON/TOML); ``from_dict(to_dict())`` gives it back."""
@@ -344,7 +356,7 @@ class SweepConfig:
                     continue
                 if spec.name not in verifiers:
                     choices = [*verifiers, *(BUILTIN_METRICS if key == "eval_verifiers" else ())]
-                    raise ValueError(f"sweep config key {key!r}: unknown verifier {spec.name!r}; choose one of: {', '.join(choices)}")
+                    raise ValueError(f"sweep config key {key!r}: unknown verifier {quote(spec.name)}; choose one of: {', '.join(choices)}")
                 try:
                     spec.validate()  # option names, types and values, ensemble members: nothing is loaded
                 except ValueError as e:
@@ -356,7 +368,7 @@ class SweepConfig:
                 raise ValueError(f"sweep config key 'strategies': {e}") from e
             self._check_prior(s)
         if self.scheduler is not None and self.scheduler not in SOLVERS:
-            raise ValueError(f"sweep config key 'scheduler': unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SOLVERS)}")
+            raise ValueError(f"sweep config key 'scheduler': unknown scheduler {quote(self.scheduler)}; choose one of: {', '.join(SOLVERS)}")
 
 
     def _check_prior(self, s: StrategySpec) -> None:
@@ -470,9 +482,9 @@ def sweep_prompts(config: SweepConfig) -> list[PromptItem]:
                 parse(item.text)
             except ValueError as e:
                 raise ValueError(
-                    f"eval verifier 'ground_truth' judges embedded-world prompts only, and {item.text!r} is not one "
+                    f"eval verifier 'ground_truth' judges embedded-world prompts only, and {quote(item.text)} is not one "
                     f"({e}); drop 'ground_truth' or use prompts = \"toyworld-heldout\""
-                ) from e
+                ) from None
     return chosen
 
 
@@ -524,12 +536,63 @@ def shard_path(out_dir: Path, rank: int, world_size: int) -> Path:
     return out_dir / SHARDS_DIR / f"rank-{rank}-of-{world_size}.jsonl"
 
 
+#: fields every result row has, with their JSON types (reports and resumes rely on them)
+ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "prompt": (str,),
+    "model": (str,),
+    "strategy": (str,),
+    "search_verifier": (str,),
+    "budget_nfe": (int,),
+    "seed": (int,),
+    "accounting": (dict,),
+}
+#: optional fields: JSON types besides null
+OPTIONAL_ROW_FIELDS: dict[str, tuple[type, ...]] = {
+    "search_score": (int, float),
+    "image": (str,),
+    "category": (str,),
+    "eval": (dict,),
+    "timing": (dict,),
+}
+
+
+def check_result_row(row: Mapping[str, Any]) -> None:
+    """Raises ``ValueError`` (what is wrong, in a few words) unless ``row`` has the shape of a sweep result row."""
+
+    def kind(types: tuple[type, ...]) -> str:
+        return " or ".join({str: "a string", int: "an integer", float: "a number", dict: "an object"}[t] for t in types)
+
+    def is_a(value: Any, types: tuple[type, ...]) -> bool:
+        return isinstance(value, types) and not isinstance(value, bool)
+
+    for name, types in ROW_FIELDS.items():
+        if name not in row:
+            raise ValueError(f"missing {name!r}")
+        if not is_a(row[name], types):
+            raise ValueError(f"{name!r} is not {kind(types)}")
+    for name, types in OPTIONAL_ROW_FIELDS.items():
+        if row.get(name) is not None and not is_a(row[name], types):
+            raise ValueError(f"{name!r} is not {kind(types)} or null")
+    numbers = [("eval", k, v) for k, v in (row.get("eval") or {}).items()]
+    numbers += [("accounting", k, row["accounting"].get(k)) for k in ("nfe", "verifier_calls")]
+    numbers += [("timing", "row", (row.get("timing") or {}).get("row"))]
+    for field_name, k, v in numbers:
+        if v is not None and not is_a(v, (int, float)):
+            raise ValueError(f"{field_name}.{k} is not a number or null")
+
+
+def read_result_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results or shard file, each checked by :func:`check_result_row`; errors name file and line."""
+    return read_jsonl(path, check=check_result_row, what="sweep result row")
+
+
 def completed_rows(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     """Every complete row in the shards of ``out_dir`` by key (first occurrence, shards sorted by name)."""
     rows: dict[str, dict[str, Any]] = {}
     folder = Path(out_dir) / SHARDS_DIR
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        for row in read_jsonl(path):
+        for row in read_result_rows(path):
             rows.setdefault(row["key"], row)
     return rows
 
@@ -568,16 +631,94 @@ def merge(out_dir: str | Path, keys: Sequence[str]) -> Path:
 
 def read_results(results_dir: str | Path) -> tuple[list[dict[str, Any]], bool]:
     """Rows of a sweep folder and whether they are final: ``results.jsonl``, else the shards so far."""
-    folder = Path(results_dir)
+    folder = user_path(results_dir)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a folder"
+        raise ValueError(f"sweep results folder {quote(str(folder), 200)} {what}; pass the --out folder of `noisesearch sweep`")
     if (folder / RESULTS_FILE).exists():
-        return read_jsonl(folder / RESULTS_FILE), True
-    rows = completed_rows(folder)
-    if not rows:
+        rows = read_result_rows(folder / RESULTS_FILE)
+        if not rows:
+            raise ValueError(f"{quote(str(folder / RESULTS_FILE), 200)} holds no rows; run the sweep again to rewrite it")
+        return rows, True
+    rows_by_key = completed_rows(folder)
+    if not rows_by_key:
         raise ValueError(
-            f"{str(folder)!r} holds no sweep results ({RESULTS_FILE} or {SHARDS_DIR}/*.jsonl); "
+            f"{quote(str(folder), 200)} holds no sweep results ({RESULTS_FILE} or {SHARDS_DIR}/*.jsonl); "
             "pass the --out folder of `noisesearch sweep`"
         )
-    return [rows[k] for k in sorted(rows)], False
+    return [rows_by_key[k] for k in sorted(rows_by_key)], False
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def check_models(config: SweepConfig) -> None:
+    """Every model name resolves offline (catalog, local folder or Hugging Face cache; no weights
+    read), and every budget buys at least one full sample where the model's default steps are known."""
+    from noisesearch.models import check_model, get_family
+
+    for name in config.models:
+        try:
+            family = check_model(name)
+        except ValueError as e:
+            raise ValueError(f"sweep config key 'models': {e}") from None
+        default = get_family(family).steps if family else None
+        if name == "stub":  # the weightless test model has its own default
+            from noisesearch.testing import StubAdapter
+
+            default = StubAdapter().info.details.get("steps")
+        steps = config.steps or default
+        small = [b for b in config.budgets if steps and b < steps]
+        if small:
+            raise ValueError(
+                f"sweep config key 'budgets': {small} NFEs is less than one full sample of model {quote(name)} "
+                f"({steps} steps); use budgets >= {steps} or fewer steps"
+            )
+
+
+def check_prompts(config: SweepConfig, prompts: Sequence[PromptItem], verifier_for: Callable[[str], Any]) -> None:
+    """Every prompt can be scored by every search and evaluation verifier (their ``check_prompt``),
+    so a sweep never stops at the first row of a prompt it cannot score.
+
+    ``verifier_for(name)`` returns the loaded verifier (a verifier knows which prompts it reads only
+    once it exists; loading reads weights but computes nothing).
+    """
+    from noisesearch.verifiers.base import check_prompt
+
+    for key, names in (("search_verifiers", config.search_verifiers), ("eval_verifiers", config.eval_verifiers)):
+        for name in names:
+            if name in BUILTIN_METRICS:
+                continue  # ground_truth: checked by sweep_prompts
+            verifier = verifier_for(name)
+            for number, item in enumerate(prompts, start=1):
+                try:
+                    check_prompt(verifier, item.text)
+                except ValueError as e:
+                    source = config.prompts if config.prompts in BUILTIN_SETS else Path(config.prompts).name
+                    raise ValueError(
+                        f"prompt {number} of {quote(source, 60)} cannot be scored by {key[:-1].replace('_', ' ')} "
+                        f"{quote(name)}: {e}"
+                    ) from None
+
+
+def check_output(out_dir: str | Path) -> Path:
+    """The sweep's output folder can be created and written, and holds nothing of the wrong kind."""
+    from noisesearch.outputs import check_output_dir
+
+    return check_output_dir(out_dir, "--out", files=(RESULTS_FILE, CONFIG_FILE), folders=(SHARDS_DIR, IMAGES_DIR))
+
+
+def check_sweep(config: SweepConfig, out_dir: str | Path | None = None, *, check_model_names: bool = True) -> list[WorkItem]:
+    """Everything about a sweep that can be checked before it writes or computes anything, except the
+    prompts against loaded verifiers (:func:`check_prompts`): names and options of strategies,
+    verifiers and scheduler, models, prompts, the plan, and the output folder. Returns the plan."""
+    config.check_names()
+    if check_model_names:
+        check_models(config)
+    items = plan(config, sweep_prompts(config))
+    if out_dir is not None:
+        check_output(out_dir)
+    return items
 
 
 # ----------------------------------------------------------------------------------- running
@@ -647,7 +788,7 @@ class _Runner:
         self.images_dir = images_dir
         self._model_name: str | None = None
         self._model: Any = None
-        self._verifiers: dict[str, Any] = {}
+        self._verifiers: dict[tuple[str, str], Any] = {}  # (name, device) -> verifier
 
     def model(self, name: str) -> Any:
         if name != self._model_name:
@@ -665,12 +806,23 @@ class _Runner:
             self._model, self._model_name = adapter, name
         return self._model
 
-    def verifier(self, name: str, device: torch.device) -> Any:
-        if name not in self._verifiers:
+    def default_device(self) -> torch.device:
+        """Where verifiers are loaded before any model is: the device the models will use."""
+        from noisesearch.models import resolve_device
+
+        if self.model_factory is not None or all(m == "stub" for m in self.config.models):
+            return torch.device("cpu")  # the stub model (and test factories) run on the CPU
+        return resolve_device(self.device)
+
+    def verifier(self, name: str, device: torch.device | str) -> Any:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one place
+            device = torch.device("cuda", torch.cuda.current_device())
+        if (name, str(device)) not in self._verifiers:
             from noisesearch.api import resolve_verifier
 
-            self._verifiers[name] = resolve_verifier(name, device)
-        return self._verifiers[name]
+            self._verifiers[(name, str(device))] = resolve_verifier(name, device)
+        return self._verifiers[(name, str(device))]
 
     def prior(self, strategy: StrategySpec, adapter: Any) -> Any:
         """The strategy's noise prior: None for standard noise, else NPNet (loaded once per file)."""
@@ -814,9 +966,9 @@ def sweep(
     cfg = SweepConfig.from_toml(config) if isinstance(config, str | Path) else config
     if not isinstance(cfg, SweepConfig):
         raise TypeError(f"config must be a SweepConfig or a TOML path, got {type(cfg).__name__}")
-    cfg.check_names()
-    prompts = sweep_prompts(cfg)
-    items = plan(cfg, prompts)
+    # 1. everything checkable without loading: a rejected config writes nothing, not even its folder
+    items = check_sweep(cfg, out_dir, check_model_names=model_factory is None)
+    prompts = list(dict.fromkeys(it.prompt for it in items))
 
     barrier: Callable[[], None] | None = None
     state_device = None
@@ -827,22 +979,28 @@ def sweep(
     say = log or (lambda message: None)
     tag = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
 
+    # 2. every prompt against every loaded verifier, still before the first write
+    runner = _Runner(cfg, _resolve_process_device(cfg, state_device), model_factory, user_path(out_dir) / IMAGES_DIR)
+    check_prompts(cfg, prompts, lambda name: runner.verifier(name, runner.default_device()))
+
+    # 3. the rows an earlier run finished: reading them checks every shard, still before any write
+    done = completed_rows(user_path(out_dir))
+
     out = _prepare_dir(Path(out_dir), rank)
     images_dir = out / IMAGES_DIR
+    runner.images_dir = images_dir
     if rank == 0:
         _write_config(out, cfg, len(items), len(prompts))
 
     mine = shard(items, rank, world_size)
     own = shard_path(out, rank, world_size)
-    cut = truncate_torn_tail(own)
+    cut = truncate_torn_tail(own)  # a torn tail is never a complete row: `done` stays as read
     if cut:
         say(f"{tag}discarded a torn last line ({cut} bytes) of {own.name}; its row will be recomputed")
-    done = completed_rows(out)
     todo = [it for it in mine if it.key not in done]
     skipped = len(mine) - len(todo)
     say(f"{tag}{len(items)} rows in the sweep, {len(mine)} for this process, {skipped} already done")
 
-    runner = _Runner(cfg, _resolve_process_device(cfg, state_device), model_factory, images_dir)
     for n, item in enumerate(todo, start=1):
         row = runner.run(item)
         append_row(own, row)
@@ -850,7 +1008,7 @@ def sweep(
         evals = " ".join(f"{k}={v:.3g}" for k, v in row["eval"].items() if v is not None)
         say(
             f"{tag}{skipped + n}/{len(mine)} {item.model} {item.strategy.display} {item.search_verifier} "
-            f"{item.budget} NFE seed {item.seed}: score {score if score is None else f'{score:.4g}'} {evals} | {item.prompt.text[:50]}"
+            f"{item.budget} NFE seed {item.seed}: score {score if score is None else f'{score:.4g}'} {evals} | {abbreviate(item.prompt.text, 50)}"
         )
 
     if barrier is not None:

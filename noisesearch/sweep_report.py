@@ -215,7 +215,7 @@ class _Images:
 
     def src(self, relative: str) -> str | None:
         path = self.results_dir / relative
-        if not path.exists():
+        if not path.is_file():
             return None
         if self.embed:
             return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
@@ -317,6 +317,32 @@ def _image_grid(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list
     return "".join(out)
 
 
+def read_sweep_config(results_dir: Path) -> dict[str, Any] | None:
+    """The ``config`` entry of a sweep folder's ``sweep_config.json`` (None when the file is absent);
+    ``ValueError`` names the file when it is unreadable, not JSON or not of the expected shape."""
+    path = results_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        kind = "a folder, not a file" if path.is_dir() else f"unreadable ({e.strerror or e})"
+        raise ValueError(f"sweep metadata {path} is {kind}; remove it and run the sweep again to rewrite it") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        cause = getattr(e, "msg", None) or ("not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply")
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise ValueError(
+            f"sweep metadata {path} is not valid JSON ({cause}{where}; half-written?); "
+            "run the sweep again to rewrite it, or delete it to report without it"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ValueError(
+            f"sweep metadata {path} is not a sweep_config.json (expected an object with a 'config' object); "
+            "run the sweep again to rewrite it, or delete it to report without it"
+        )
+    return doc["config"]
+
+
 def write_report(
     results_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -330,17 +356,22 @@ def write_report(
     path, None embeds when they total at most ``EMBED_LIMIT_BYTES``. ``max_prompts`` bounds the
     image grid per model.
     """
-    results = Path(results_dir)
+    from noisesearch.outputs import check_output_dir, make_output_dir
+    from noisesearch.paths import user_path
+
+    results = user_path(results_dir)
     rows, final = read_results(results)
-    out = Path(out_dir) if out_dir is not None else results
-    out.mkdir(parents=True, exist_ok=True)
-    config = json.loads((results / CONFIG_FILE).read_text())["config"] if (results / CONFIG_FILE).exists() else None
+    config = read_sweep_config(results)
+    # the output place is checked before anything is written (default: the results folder itself)
+    out = check_output_dir(results if out_dir is None else out_dir, "--out", files=("report.html",), folders=("plots",))
+    make_output_dir(out)
+    make_output_dir(out / "plots")
     axes = _axes(rows, config)
 
     plots = tuple(scaling_plot(rows, m, out / "plots" / f"scaling_{slug(m, 60)}.png", config) for m in axes["models"])
     used = {r["image"] for r in rows if r.get("image")}
     if embed is None:
-        total = sum((results / u).stat().st_size for u in used if (results / u).exists())
+        total = sum((results / u).stat().st_size for u in used if (results / u).is_file())
         embed = total <= EMBED_LIMIT_BYTES
     images = _Images(results, out, embed)
     plot_images = _Images(out, out, True)  # plots are small: always embedded

@@ -79,7 +79,7 @@ def test_unreadable_and_empty_prompt_files(out, tmp_path):
 def test_unwritable_out(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_user_error(invoke("run", "--prompt", "a red circle", "--out", str(blocker / "sub")), "cannot write to output directory")
+    assert_user_error(invoke("run", "--prompt", "a red circle", "--out", str(blocker / "sub")), "which is a file, not a folder")
 
 
 def test_lists():

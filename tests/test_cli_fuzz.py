@@ -14,10 +14,12 @@ is expected, a missing value) are reported by click/typer as a boxed usage error
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -174,8 +176,8 @@ BAD = {
     "top-k zero": (["--top-k", "0"], "--top-k must be >= 1"),
     "top-k negative": (["--top-k", "-2"], "--top-k must be >= 1"),
     # output folder
-    "out under a file": (["--out", "{blocker}/sub"], "cannot write to output directory"),
-    "out is a file": (["--out", "{blocker}"], "cannot write to output directory"),
+    "out under a file": (["--out", "{blocker}/sub"], "which is a file, not a folder"),
+    "out is a file": (["--out", "{blocker}"], "is a file, not a folder"),
     # strategy config files
     "strategy config missing": (["--strategy", "zero-order", "--strategy-config", "{missing}"], "cannot read strategy config"),
     "strategy config is a folder": (["--strategy", "zero-order", "--strategy-config", "{folder}"], "cannot read strategy config"),
@@ -372,3 +374,256 @@ def test_random_combinations_of_table_cases_are_one_line_errors(files, tmp_path_
     if res.exit_code == 0:  # a later value overrode an earlier bad one (e.g. two --strategy flags)
         assume(False)
     assert_one_line_error(res)
+
+
+# --------------------------------------------------------------------------- bad files
+# Every command that reads or writes a file gets, in one slot at a time, a file that is empty,
+# truncated, binary, of the wrong JSON/TOML shape, a folder where a file belongs (and the reverse),
+# missing, or unwritable. Each must be refused in one line of at most 300 characters, with nothing
+# written anywhere and nothing in the example's folder changed.
+
+FILE_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+#: bytes that are never UTF-8 text (0xFF never occurs in UTF-8) followed by random bytes
+BINARY = st.binary(max_size=64).map(lambda b: b"\x89PNG\xff\xfe" + b)
+
+
+def _unwritable_folder(root: Path) -> Path | None:
+    """A folder nobody can write: a read-only folder, or /sys for root (whom permission bits do not stop)."""
+    if os.geteuid() != 0:
+        folder = root / "read-only"
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o555)
+        return folder
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir="/sys"):
+            return None  # pragma: no cover - /sys writable: the sub-case is skipped (assume below)
+    except OSError:
+        return Path("/sys")
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def _bad_file(path: Path, kind: str, valid: bytes, data, wrong_shape=None) -> str:
+    """Puts a bad file of ``kind`` at ``path``; returns the argument naming it."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":  # every strict prefix of ``valid`` is invalid by construction
+        path.write_bytes(valid[: data.draw(st.integers(0, len(valid) - 1), label="cut")])
+    elif kind == "binary":
+        path.write_bytes(data.draw(BINARY, label="bytes"))
+    elif kind == "wrong shape":
+        path.write_bytes(wrong_shape(data))
+    elif kind == "folder":
+        path.mkdir()
+    elif kind != "missing":
+        raise AssertionError(kind)
+    return str(path)
+
+
+def _bad_output(root: Path, kind: str, name: str) -> str:
+    """An output path that cannot be used: ``kind`` is file, below file, unwritable or empty."""
+    if kind == "empty":
+        return ""
+    if kind == "file":
+        (root / name).write_text("earlier work")
+        return str(root / name)
+    if kind == "below file":
+        (root / "notes.txt").write_text("earlier work")
+        return str(root / "notes.txt" / name)
+    folder = _unwritable_folder(root)
+    assume(folder is not None)
+    return str(folder / name)
+
+
+def assert_refused_cleanly(res, root: Path, before: dict) -> None:
+    assert_one_line_error(res)
+    line = [x for x in res.stderr.splitlines() if x.startswith("error:")][0]
+    assert len(line) <= 300, f"{len(line)} characters: {line[:400]}"
+    assert _tree(root) == before, "a refused command changed files"
+
+
+def _fresh(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("badfiles")
+    os.chdir(root)  # relative outputs (an empty --out) would land here, where the check looks
+    return root
+
+
+def _sweep_toml() -> bytes:
+    # the required key search_verifiers comes last: every strict prefix lacks it or cuts a value
+    return f'prompts = "prompts.txt"\nmodels = ["stub"]\ndevice = "cpu"\nbudgets = [20]\nsearch_verifiers = ["{VERIFIER}"]'.encode()
+
+
+RUN_SLOTS = [("prompts", k) for k in ("empty", "binary", "folder", "missing")] + \
+    [("strategy config", k) for k in ("empty", "binary", "folder", "missing", "wrong shape")] + \
+    [("npnet checkpoint", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
+    [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+
+
+@FILE_FUZZ
+@given(st.sampled_from(RUN_SLOTS), st.data())
+def test_run_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, slot, data):
+    from noisesearch.npnet.prior import TOYWORLD_NPNET
+
+    where, kind = slot
+    root = _fresh(tmp_path_factory)
+    args = ["--out", str(root / "out")]
+    if where == "prompts":
+        args += ["--prompts-file", _bad_file(root / "prompts.txt", kind, b"a red circle\n", data)]
+    elif where == "strategy config":
+        def wrong(d):  # a TOML document whose strategy table holds values of the wrong type
+            value = d.draw(st.text(alphabet="abxyz", max_size=5) | st.lists(st.integers(), max_size=2))
+            return f"[strategy.zero-order]\nneighbors = {json.dumps(value)}\n".encode()
+        args += ["--strategy", "zero-order", "--strategy-config", _bad_file(root / "zo.toml", kind, b"", data, wrong)]
+    elif where == "npnet checkpoint":
+        def wrong(d):  # a safetensors file of random tensors and no NPNet config
+            from safetensors.torch import save
+
+            n = d.draw(st.integers(1, 3))
+            return save({f"t{i}": torch.zeros(d.draw(st.integers(0, 4))) for i in range(n)})
+        args += ["--prior", "npnet", "--npnet-checkpoint",
+                 _bad_file(root / "golden.safetensors", kind, TOYWORLD_NPNET.read_bytes(), data, wrong)]
+    else:
+        args = ["--out", _bad_output(root, kind, "out")]
+    before = _tree(root)
+    assert_refused_cleanly(invoke(args, root / "unused"), root, before)
+
+
+SWEEP_SLOTS = [("config", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
+    [("prompts", k) for k in ("empty", "binary", "folder", "missing")] + \
+    [("out", k) for k in ("file", "below file", "unwritable", "empty")] + \
+    [("shard", k) for k in ("binary", "wrong shape")]
+
+
+def _wrong_sweep_toml(data) -> bytes:
+    """The valid config with one value replaced by a random value of another shape."""
+    key = data.draw(st.sampled_from(["budgets", "models", "search_verifiers", "prompts"]), label="key")
+    # never a valid alternative (a scalar or list may be one: budgets = 30, models = "stub")
+    value = data.draw(st.booleans() | st.floats(allow_nan=False) | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)
+                      | st.lists(st.lists(st.integers(), max_size=2), min_size=1, max_size=2), label="value")
+    text = _sweep_toml().decode()
+    lines = [f"{key} = {json.dumps(value)}" if line.startswith(f"{key} =") else line for line in text.splitlines()]
+    return "\n".join(lines).encode()
+
+
+@FILE_FUZZ
+@given(st.sampled_from(SWEEP_SLOTS), st.data())
+def test_sweep_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, slot, data):
+    where, kind = slot
+    root = _fresh(tmp_path_factory)
+    (root / "prompts.txt").write_text("a red circle\n")
+    config = root / "sweep.toml"
+    config.write_bytes(_sweep_toml())
+    out = str(root / "out")
+    if where == "config":
+        config.unlink()
+        _bad_file(config, kind, _sweep_toml(), data, _wrong_sweep_toml)
+    elif where == "prompts":
+        (root / "prompts.txt").unlink()
+        _bad_file(root / "prompts.txt", kind, b"", data)
+    elif where == "out":
+        out = _bad_output(root, kind, "out")
+    else:  # an earlier sweep folder whose shard was damaged outside noisesearch
+        (root / "out" / "shards").mkdir(parents=True)
+        bad = data.draw(BINARY) if kind == "binary" else (json.dumps(data.draw(JSON_VALUES)) + "\n").encode()
+        (root / "out" / "shards" / "rank-0-of-1.jsonl").write_bytes(b'{"key": "x"}\n' + bad + b"\n")
+    before = _tree(root)
+    assert_refused_cleanly(runner.invoke(app, ["sweep", str(config), "--out", out]), root, before)
+
+
+@pytest.fixture(scope="module")
+def finished_sweep_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("finished")
+    (folder / "prompts.txt").write_text("a red circle\ntwo blue squares\n")
+    (folder / "sweep.toml").write_bytes(_sweep_toml())
+    res = runner.invoke(app, ["sweep", str(folder / "sweep.toml"), "--out", str(folder / "out")])
+    assert res.exit_code == 0, res.output
+    return folder / "out"
+
+
+REPORT_SLOTS = [("results", k) for k in ("empty", "truncated", "binary", "folder", "wrong shape")] + \
+    [("metadata", k) for k in ("truncated", "binary", "folder", "wrong shape")] + \
+    [("results dir", k) for k in ("missing", "file")] + \
+    [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+
+
+@FILE_FUZZ
+@given(st.sampled_from(REPORT_SLOTS), st.data())
+def test_report_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, finished_sweep_dir, slot, data):
+    import shutil
+
+    where, kind = slot
+    root = _fresh(tmp_path_factory)
+    results = root / "sweep"
+    shutil.copytree(finished_sweep_dir, results)
+    args = ["report", str(results)]
+    if where == "results":
+        valid = (results / "results.jsonl").read_bytes()
+        first_line = valid[: valid.index(b"\n") + 1]  # any strict prefix of one line holds no complete row
+        (results / "results.jsonl").unlink()
+
+        def wrong(d):
+            return "".join(json.dumps(v) + "\n" for v in d.draw(st.lists(JSON_VALUES, min_size=1, max_size=3))).encode()
+        _bad_file(results / "results.jsonl", kind, first_line, data, wrong)
+        assume(kind != "wrong shape" or (results / "results.jsonl").read_bytes().strip())
+    elif where == "metadata":
+        valid = (results / "sweep_config.json").read_bytes()
+        (results / "sweep_config.json").unlink()
+        _bad_file(results / "sweep_config.json", kind, valid, data,
+                  lambda d: json.dumps(d.draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))).encode())
+    elif where == "results dir":
+        shutil.rmtree(results)
+        if kind == "file":
+            results.write_text("not a sweep")
+    else:
+        args += ["--out", _bad_output(root, kind, "report")]
+    before = _tree(root)
+    assert_refused_cleanly(runner.invoke(app, args), root, before)
+
+
+CONVERT_SLOTS = [("src", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
+    [("dst", k) for k in ("file as folder", "below file", "unwritable", "empty", "suffix")]
+
+
+@pytest.fixture(scope="module")
+def official_toyworld_bytes(tmp_path_factory) -> bytes:
+    from noisesearch.npnet.checkpoint import flat_to_official
+    from noisesearch.npnet.model import NPNet, preset
+
+    path = tmp_path_factory.mktemp("official") / "official.pth"
+    torch.save(flat_to_official(NPNet(preset("toyworld")).state_dict()), path)
+    return path.read_bytes()
+
+
+@FILE_FUZZ
+@given(st.sampled_from(CONVERT_SLOTS), st.data())
+def test_npnet_convert_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, official_toyworld_bytes, slot, data):
+    where, kind = slot
+    root = _fresh(tmp_path_factory)
+    src, dst = root / "official.pth", str(root / "npnet.safetensors")
+    if where == "src":
+        def wrong(d):  # a plain torch file of the wrong structure (no official entries)
+            import io
+
+            buf = io.BytesIO()
+            torch.save(d.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.just(torch.zeros(2)), max_size=3)), buf)
+            return buf.getvalue()
+        _bad_file(src, kind, official_toyworld_bytes, data, wrong)
+    else:
+        src.write_bytes(official_toyworld_bytes)
+        if kind == "file as folder":
+            (root / "npnet.safetensors").mkdir()
+        elif kind == "suffix":
+            dst = str(root / "npnet.pth")
+        else:
+            dst = _bad_output(root, kind, "npnet.safetensors")
+    before = _tree(root)
+    assert_refused_cleanly(runner.invoke(app, ["npnet", "convert", str(src), dst, "--preset", "toyworld"]), root, before)

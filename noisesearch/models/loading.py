@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -106,6 +107,81 @@ def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None
         setattr(pipe, attr, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
 
 
+def _not_cached(name: str) -> ModelNotFoundError:
+    from noisesearch.usertext import abbreviate, quote
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return ModelNotFoundError(
+        f"model {quote(name)} is not in the local Hugging Face cache ({abbreviate(cache, 60)}) and is never downloaded "
+        f"at run time: `hf download {abbreviate(name, 40)}` on a connected machine, copy the cache here "
+        "(or set HF_HOME), or pass a diffusers folder"
+    )
+
+
+def _read_model_index(path: Path) -> str:
+    """The pipeline class a ``model_index.json`` names; ``ModelNotFoundError`` names a bad file."""
+    index_file = path / "model_index.json"
+    try:
+        index = json.loads(index_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelNotFoundError(f"{index_file} is not a readable model_index.json ({getattr(e, 'msg', None) or e})") from None
+    if not isinstance(index, dict):
+        raise ModelNotFoundError(f"{index_file} is not a model_index.json (expected a JSON object, found {type(index).__name__})")
+    return str(index.get("_class_name", "?"))
+
+
+def check_model(name: str) -> str | None:
+    """Checks offline, without loading weights, that :func:`load_model` can find ``name``; returns its
+    family's name when the files tell it, else None.
+
+    Raises the error :func:`load_model` would raise for an empty, unknown or uncached name, a folder
+    that is not a diffusers pipeline, or a pipeline class noisesearch does not support.
+    """
+    from noisesearch.usertext import quote
+
+    if not isinstance(name, str) or not name.strip():
+        raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
+    if name == "stub":
+        return None
+    if name == "toyworld":
+        if not (TOYWORLD_DIR / "model_index.json").exists():
+            raise ModelNotFoundError(f"the embedded toyworld model is missing from {TOYWORLD_DIR}; reinstall noisesearch")
+        return "toyworld"
+    if family_of_tiny_model(name) is not None:
+        return "tiny-random"
+    from noisesearch.models.catalog import _family_from_index
+
+    path = user_path(name)
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} is not a diffusers pipeline folder (no model_index.json); pass a folder saved with "
+                "save_pretrained or a Hugging Face id in your cache"
+            )
+        class_name = _read_model_index(path)
+        if base_family(class_name) is None:
+            raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(supported_pipelines())}")
+        return _family_from_index(name, class_name, str(path))
+    if "/" in name and not name.startswith((".", "/")):
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            found = try_to_load_from_cache(name, "model_index.json")
+        except ValueError:  # not a valid repo id
+            found = None
+        if not isinstance(found, str):
+            raise _not_cached(name)
+        snapshot = Path(found).parent
+        class_name = _read_model_index(snapshot)
+        if base_family(class_name) is None:
+            raise ValueError(f"model {quote(name)} holds a {class_name}; supported: {', '.join(supported_pipelines())}")
+        return _family_from_index(name, class_name, str(snapshot))
+    raise ModelNotFoundError(
+        f"unknown model {quote(name)}; use 'toyworld' (the embedded default), a diffusers folder, "
+        "or a Hugging Face id such as stabilityai/stable-diffusion-xl-base-1.0 from your cache"
+    )
+
+
 def load_model(
     name: str | None = None,
     device: str | torch.device | None = "cpu",
@@ -145,7 +221,7 @@ def load_model(
                     f"{path} is not a diffusers pipeline folder (no model_index.json); pass a folder saved with "
                     "save_pretrained or a Hugging Face id in your cache"
                 )
-            class_name = json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
+            class_name = _read_model_index(path)
             if base_family(class_name) is None:
                 raise ValueError(f"{path} holds a {class_name}; supported: {', '.join(supported_pipelines())}")
             try:
@@ -164,15 +240,12 @@ def load_model(
             try:
                 pipe = _from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)
             except (OSError, ValueError, EnvironmentError) as e:
-                cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-                raise ModelNotFoundError(
-                    f"model {name!r} is not in the local Hugging Face cache ({cache}) and noisesearch never "
-                    f"downloads at run time; on a connected machine run `hf download {name}` and copy the cache "
-                    "here (or set HF_HOME), or pass --model /path/to/a/diffusers/folder"
-                ) from e
+                raise _not_cached(name) from e
         else:
+            from noisesearch.usertext import quote
+
             raise ModelNotFoundError(
-                f"unknown model {name!r}; use 'toyworld' (the embedded default), a diffusers folder, "
+                f"unknown model {quote(name)}; use 'toyworld' (the embedded default), a diffusers folder, "
                 "or a Hugging Face id such as stabilityai/stable-diffusion-xl-base-1.0 from your cache"
             )
         denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)

@@ -83,7 +83,7 @@ def read_official(checkpoint: Mapping[str, object], source: str = "checkpoint") 
             f"{source} is not an official NPNet checkpoint: "
             + "; ".join(p for p in (f"missing entries {missing}" if missing else "",
                                     f"unexpected entries {unexpected}" if unexpected else "") if p)
-            + f" (expected exactly {sorted(expected)})"
+            + ("" if missing else f" (expected exactly {sorted(expected)})")
         )
     flat: dict[str, torch.Tensor] = {}
     set_aside: dict[str, torch.Tensor] = {}
@@ -187,20 +187,50 @@ def load_official(path: str | os.PathLike, config: NPNetConfig | None = None) ->
 
 
 def save_npnet(net: NPNet, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> Path:
-    """Writes a noisesearch safetensors file (weights + config in the metadata)."""
+    """Writes a noisesearch safetensors file (weights + config in the metadata), atomically.
+
+    ``ValueError`` names the file when it cannot be written (a folder in its place, no permission).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not _is_recomputed(k)}
     meta = {CONFIG_KEY: net.config.to_json(), **dict(metadata or {})}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+    except Exception as err:  # OSError, or safetensors' own error type for a failed write
+        from noisesearch.verifiers.checkpoints import describe_error
+
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise ValueError(f"cannot write NPNet checkpoint {str(path)!r} ({describe_error(err)}); pass a writable file path") from None
     return path
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    """The metadata of a safetensors file; ``ValueError`` names a file that is not one (empty, truncated)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises its own SafetensorError for empty or corrupt files
+        from noisesearch.verifiers.checkpoints import describe_error
+
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        what = "is empty (0 bytes)" if size == 0 else f"is not a readable safetensors file ({describe_error(err, 80)})"
+        raise ValueError(f"NPNet checkpoint {str(path)!r} {what}; pass one from `npnet convert` or `npnet train`") from None
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` as an existing regular file; ``ValueError`` says when it is missing or a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"NPNet checkpoint {str(path)!r} is a folder; pass the checkpoint file itself (.pth or .safetensors)")
+    if not p.is_file():
+        raise FileNotFoundError(f"NPNet checkpoint {str(path)!r} does not exist")
+    return p
 
 
 def load_npnet(path: str | os.PathLike, preset_name: str | None = None) -> NPNet:
@@ -209,9 +239,7 @@ def load_npnet(path: str | os.PathLike, preset_name: str | None = None) -> NPNet
     ``preset_name`` picks the architecture of an official file (inferred from its text width when
     omitted) or of a safetensors file without noisesearch metadata.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"NPNet checkpoint {str(path)!r} does not exist")
+    path = check_checkpoint_path(path)
     if path.suffix != ".safetensors":
         return load_official(path, preset(preset_name) if preset_name else None)
     meta = read_metadata(path)

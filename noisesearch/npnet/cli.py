@@ -19,26 +19,25 @@ npnet_app = typer.Typer(
 @npnet_app.command("convert")
 def convert(
     src: Annotated[Path, typer.Argument(help="Official NPNet checkpoint (sdxl.pth, dreamshaper.pth or dit.pth).")],
-    dst: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="Output .safetensors file.")],
     preset: Annotated[
         Optional[str], typer.Option(help="Architecture: sdxl, dreamshaper or dit (default: from the text width).")
     ] = None,
 ) -> None:
     """Validate an official NPNet checkpoint strictly (no code runs) and write it as safetensors."""
-    from noisesearch.npnet.checkpoint import convert_official
+    from noisesearch.npnet.checkpoint import check_checkpoint_path, convert_official
+    from noisesearch.outputs import check_output_file
 
-    if dst.suffix != ".safetensors":
-        fail(f"the output must end in .safetensors, got {str(dst)!r}")
-    if not src.is_file():
-        fail(f"{str(src)!r} does not exist; give the path of the official .pth file")
     try:
-        loaded = convert_official(src, dst, preset)
-    except ValueError as e:
+        check_checkpoint_path(src)
+        out = check_output_file(dst, "the output", suffix=".safetensors")
+        loaded = convert_official(src, out, preset)
+    except (ValueError, OSError) as e:
         fail(str(e))
         return
     net = loaded.net
     n = sum(p.numel() for p in net.parameters())
-    console.print(f"wrote {dst} ({n / 1e6:.1f}M parameters, latent {net.config.latent_channels}×"
+    console.print(f"wrote {out} ({n / 1e6:.1f}M parameters, latent {net.config.latent_channels}×"
                   f"{net.config.latent_size}², text {net.config.text_tokens}×{net.config.text_dim})")
     if loaded.set_aside:
         console.print(f"set aside {len(loaded.set_aside)} entries the official code creates but never uses "
@@ -47,7 +46,7 @@ def convert(
 
 @npnet_app.command("collect")
 def collect_command(
-    out: Annotated[Path, typer.Option(help="Dataset folder; run again with the same folder to resume.")] = Path("npd"),
+    out: Annotated[str, typer.Option(metavar="PATH", help="Dataset folder; run again with the same folder to resume.")] = "npd",
     model: Annotated[str, typer.Option(help="'toyworld', a diffusers folder, or a Hugging Face id in your cache.")] = "toyworld",
     prompts: Annotated[
         str, typer.Option(help="Built-in prompt set (toyworld-train) or a TXT/CSV prompts file.")
@@ -65,6 +64,7 @@ def collect_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
 ) -> None:
     """Collect NPD pairs by re-denoise sampling: (x_T, x'_T) kept when x'_T's image scores higher."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -79,17 +79,23 @@ def collect_command(
         if max_shards is not None and max_shards < 1:
             raise ValueError(f"--max-shards must be >= 1, got {max_shards}")
         config = CollectConfig(guidance_high, guidance_low, margin, pairs_per_prompt, shard_size, seed)
+        from noisesearch.outputs import check_output_dir
+
+        out_dir = check_output_dir(out)
         items = [p.text for p in load_prompts(prompts)]
+        from noisesearch.quiet import library_output
+
+        library_output(verbose)
         adapter = load_model(model, device=device, dtype=dtype)
         rec = adapter.info.details
         core_config = CoreConfig(steps=steps or int(rec.get("steps", 20)),
                                  guidance=guidance if guidance is not None else float(rec.get("guidance", 7.5)),
                                  max_batch=max_batch)
         verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
-    except (ValueError, FileNotFoundError, PromptError, ImportError) as e:
+    except (ValueError, OSError, PromptError, ImportError) as e:
         fail(str(e))
         return
-    console.print(f"{len(items)} prompts × {pairs_per_prompt} seeds, verifier {verif.name}, into {out}")
+    console.print(f"{len(items)} prompts × {pairs_per_prompt} seeds, verifier {verif.name}, into {out_dir}")
     with Progress(TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[kept]} kept"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("collect", total=None, kept=0)
@@ -101,12 +107,12 @@ def collect_command(
             bar.update(task, completed=done, total=total, kept=kept)
 
         try:
-            summary = collect(adapter, items, verif, out, config, core_config, max_shards=max_shards, on_shard=on_shard)
+            summary = collect(adapter, items, verif, out_dir, config, core_config, max_shards=max_shards, on_shard=on_shard)
         except ValueError as e:
             fail(str(e))
             return
         except KeyboardInterrupt:
-            console.print(f"interrupted: finished shards are in {out}; run the same command again to resume")
+            console.print(f"interrupted: finished shards are in {out_dir}; run the same command again to resume")
             raise typer.Exit(code=130)
     console.print(f"{summary.shards_done}/{summary.shards_total} shards done; this run: {summary.units} pairs tried, "
                   f"{summary.kept} kept, {summary.nfe} NFEs, {summary.seconds:.0f}s")
@@ -115,7 +121,7 @@ def collect_command(
 @npnet_app.command("train")
 def train_command(
     data: Annotated[Path, typer.Argument(help="NPD folder written by `noisesearch npnet collect`.")],
-    out: Annotated[Path, typer.Option(help="Output NPNet .safetensors (best validation loss).")] = Path("npnet.safetensors"),
+    out: Annotated[str, typer.Option(metavar="PATH", help="Output NPNet .safetensors (best validation loss).")] = "npnet.safetensors",
     model: Annotated[str, typer.Option(help="The diffusion model whose text encoder conditions NPNet.")] = "toyworld",
     preset: Annotated[str, typer.Option(help="Architecture: toyworld, sdxl, dreamshaper or dit.")] = "toyworld",
     epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 30,
@@ -124,6 +130,7 @@ def train_command(
     val_fraction: Annotated[float, typer.Option(help="Fraction of pairs held out for validation.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
 ) -> None:
     """Train NPNet on an NPD (MSE to the golden noise, AdamW; each pair conditioned on its own prompt)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -134,15 +141,18 @@ def train_command(
     from noisesearch.npnet.model import preset as make_preset
     from noisesearch.npnet.train import TrainConfig, prompt_embedding_table, train_npnet
 
-    if out.suffix != ".safetensors":
-        fail(f"--out must end in .safetensors, got {str(out)!r}")
+    from noisesearch.outputs import check_output_file
+    from noisesearch.quiet import library_output
+
     try:
+        out_path = check_output_file(out, "--out", suffix=".safetensors")
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed)
         net_config = make_preset(preset)
         dataset = load_dataset(data)
+        library_output(verbose)
         adapter = load_model(model, device=device)
         text = prompt_embedding_table(adapter, dataset.prompts, CoreConfig(guidance=1.0))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(str(e))
         return
     console.print(f"{len(dataset)} pairs from {data}; NPNet preset {preset}")
@@ -155,13 +165,13 @@ def train_command(
             bar.update(task, completed=step, total=total, loss=loss)
 
         try:
-            summary = train_npnet(dataset, text, net_config, out, config, progress=progress,
+            summary = train_npnet(dataset, text, net_config, out_path, config, progress=progress,
                                   metadata={"data": str(data), "model": model})
         except ValueError as e:
             fail(str(e))
             return
         except KeyboardInterrupt:
-            saved = f"the best checkpoint so far is in {out}" if out.exists() else "no epoch had finished: nothing was written"
+            saved = f"the best checkpoint so far is in {out_path}" if out_path.exists() else "no epoch had finished: nothing was written"
             console.print(f"interrupted: {saved}")
             raise typer.Exit(code=130)
     console.print(json.dumps({"out": str(summary.path), "train_pairs": summary.train_pairs, "val_pairs": summary.val_pairs,

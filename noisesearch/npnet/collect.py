@@ -219,10 +219,25 @@ def load_dataset(out_dir: str | Path) -> NoisePromptDataset:
     out = Path(out_dir)
     if not (out / SETTINGS_FILE).is_file():
         raise FileNotFoundError(f"{out} is not an NPD folder (no {SETTINGS_FILE}); make one with `noisesearch npnet collect`")
-    settings = json.loads((out / SETTINGS_FILE).read_text())
+    try:
+        settings = json.loads((out / SETTINGS_FILE).read_bytes().decode("utf-8"))
+        if not isinstance(settings, dict) or not isinstance(settings.get("prompts"), list):
+            raise ValueError("expected an object with a 'prompts' list")
+    except (OSError, ValueError, RecursionError) as e:  # JSON and UTF-8 errors are ValueErrors
+        raise ValueError(f"{out / SETTINGS_FILE} is not an NPD settings file ({e}); collect again into a new folder") from None
     rows = read_jsonl(out / MANIFEST_FILE, required_key="shard") if (out / MANIFEST_FILE).exists() else []
-    parts = [load_file(str(out / r["file"])) for r in sorted(rows, key=lambda r: r["shard"])]
-    parts = [p for p in parts if p["noise"].shape[0] > 0]
+    parts = []
+    for r in sorted(rows, key=lambda r: str(r["shard"])):
+        shard_file = out / str(r.get("file", ""))
+        try:
+            part = load_file(str(shard_file))
+            if part["noise"].shape[0] > 0:
+                parts.append(part)
+        except Exception as e:  # missing, truncated or foreign shard (safetensors raises its own error type)
+            raise ValueError(
+                f"NPD shard {shard_file} listed in {out / MANIFEST_FILE} cannot be read ({type(e).__name__}: {e}); "
+                "delete its manifest line and collect again to redo it"
+            ) from None
     if not parts:
         raise ValueError(f"{out} has no kept pairs yet; collect more (or lower --margin)")
     return NoisePromptDataset(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from noisesearch.npnet.checkpoint import load_npnet
+from noisesearch.npnet.checkpoint import check_checkpoint_path, load_npnet
 from noisesearch.npnet.model import NPNet
 from noisesearch.strategies.base import register_strategy
 from noisesearch.strategies.random_search import RandomSearch
@@ -42,9 +42,7 @@ def _cached(path: str, mtime: float) -> NPNet:
 
 def load_cached(path: str | os.PathLike) -> NPNet:
     """:func:`load_npnet`, cached per file (searches over many prompts load it once)."""
-    p = Path(path).resolve()
-    if not p.is_file():
-        raise FileNotFoundError(f"NPNet checkpoint {str(path)!r} does not exist")
+    p = check_checkpoint_path(path).resolve()
     return _cached(str(p), p.stat().st_mtime)
 
 

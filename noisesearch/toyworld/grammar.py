@@ -50,6 +50,7 @@ from noisesearch.toyworld.scenes import (
     Obj,
     Scene,
 )
+from noisesearch.usertext import quote
 
 #: spatial relations; ``objects[0] <relation> objects[1]``
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
@@ -176,7 +177,7 @@ def vocabulary() -> list[str]:
 
 def _parse_error(word: str, position: int, expected: Sequence[str], prompt: str) -> ValueError:
     return ValueError(
-        f"cannot parse prompt {prompt!r}: unexpected word {word!r} at position {position}; "
+        f"cannot parse prompt {quote(prompt)}: unexpected word {quote(word, 30)} at position {position}; "
         f"expected one of {sorted(set(expected))}"
     )
 
@@ -192,14 +193,14 @@ def parse(prompt: str) -> PromptSpec:
     text = re.sub(r"[.!]+$", "", text).strip()
     words = text.split()
     if not words:
-        raise ValueError(f"cannot parse empty prompt {prompt!r}; write e.g. 'a red circle'")
+        raise ValueError(f"cannot parse empty prompt {quote(prompt)}; write e.g. 'a red circle'")
     pos = 0
 
     def take(expected: Sequence[str]) -> str:
         nonlocal pos
         if pos >= len(words):
             raise ValueError(
-                f"cannot parse prompt {prompt!r}: it ends too early; expected one of {sorted(set(expected))} next"
+                f"cannot parse prompt {quote(prompt)}: it ends too early; expected one of {sorted(set(expected))} next"
             )
         w = words[pos]
         if w not in expected:
@@ -230,7 +231,7 @@ def parse(prompt: str) -> PromptSpec:
         relation = link
     second = noun_phrase()
     if second.count != 1:
-        raise ValueError(f"cannot parse prompt {prompt!r}: the second object must be single ('a ...'), not a count")
+        raise ValueError(f"cannot parse prompt {quote(prompt)}: the second object must be single ('a ...'), not a count")
     if pos != len(words):
         raise _parse_error(words[pos], pos, ["<end of prompt>"], prompt)
     category = "color_binding" if relation is None else "spatial"

@@ -138,7 +138,9 @@ def check_verifier_options(name: str, options: Mapping[str, object]) -> None:
 def _check_name(name: str) -> None:
     if name not in _REGISTRY:
         choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
-        raise ValueError(f"unknown verifier {name!r}; choose one of: {choices}")
+        from noisesearch.usertext import quote
+
+        raise ValueError(f"unknown verifier {quote(name)}; choose one of: {choices}")
 
 
 _BUILTIN_MODULES = (

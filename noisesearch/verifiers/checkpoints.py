@@ -194,7 +194,7 @@ def resolve_folder(
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def describe_error(err: BaseException) -> str:
+def describe_error(err: BaseException, limit: int = 240) -> str:
     """``Type: cause`` of an exception on one line; torch's multi-line weights-only refusal is reduced
     to the global or instruction it refused (e.g. ``Unsupported global: GLOBAL exec``)."""
     lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
@@ -204,16 +204,16 @@ def describe_error(err: BaseException) -> str:
             rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
             cause = "refused by the weights-only unpickler: " + rest.split(". ")[0]
             break
-    if len(cause) > 240:
-        cause = cause[:237] + "..."
+    if len(cause) > limit:
+        cause = cause[: limit - 3] + "..."
     return f"{type(err).__name__}: {cause}" if cause else type(err).__name__
 
 
 def unreadable_error(path: str | os.PathLike, err: BaseException) -> ValueError:
     """The error for a checkpoint that is not plain tensors (pickled code or objects, truncated, foreign)."""
     return ValueError(
-        f"could not read {str(path)!r} as tensors with torch.load(weights_only=True) ({describe_error(err)}); "
-        "it must be the official checkpoint file (a dict of tensors), not a pickled model"
+        f"could not read {str(path)!r} as tensors (torch.load, weights only: {describe_error(err, 100)}); "
+        "pass the official checkpoint file (a dict of tensors), not a pickled model"
     )
 
 
@@ -226,7 +226,7 @@ def load_weights(path: str | os.PathLike) -> dict:
         try:
             return load_file(str(path))
         except Exception as err:  # truncated or not a safetensors file
-            raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err)})") from err
+            raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err, 100)})") from err
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code, truncated file, not a torch file

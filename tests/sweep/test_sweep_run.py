@@ -173,7 +173,7 @@ def test_cli_sweep_dry_run_run_and_report(reference, tmp_path: Path) -> None:
     "args,needle",
     [
         (["sweep", "missing.toml"], "cannot read sweep config"),
-        (["report", "no-such-dir"], "holds no sweep results"),
+        (["report", "no-such-dir"], "does not exist"),
     ],
 )
 def test_cli_errors_exit_2(args: list[str], needle: str, tmp_path: Path, monkeypatch) -> None:
