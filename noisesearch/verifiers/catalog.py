@@ -65,10 +65,8 @@ CLIP_VIT_L14_OPENAI = HubFolder(
 
 # --- vision-language judges: VQAScore (Lin et al. 2024), the LLM grader (Ma et al. 2025) -----------
 _VLM_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-QWEN25_VL_3B = HubFolder(("Qwen/Qwen2.5-VL-3B-Instruct",), ("config.json", "preprocessor_config.json"),
-                         "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
-QWEN25_VL_7B = HubFolder(("Qwen/Qwen2.5-VL-7B-Instruct",), ("config.json", "preprocessor_config.json"),
-                         "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
+QWEN25_VL_3B = HubFolder(("Qwen/Qwen2.5-VL-3B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
+QWEN25_VL_7B = HubFolder(("Qwen/Qwen2.5-VL-7B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
 #: the judge used when no model= option is given: the first of these found offline
 VLM_DEFAULTS = (QWEN25_VL_3B, QWEN25_VL_7B)
 

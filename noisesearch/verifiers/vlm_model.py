@@ -39,7 +39,7 @@ from noisesearch.verifiers.checkpoints import HubFolder, parse_dtype, resolve_fo
 #: model types whose pixels are prepared in torch (differentiable)
 QWEN_TYPES = ("qwen2_5_vl", "qwen2_vl")
 #: files that make a folder a loadable VLM checkpoint
-VLM_REQUIRED = ("config.json", "preprocessor_config.json")
+VLM_REQUIRED = ("config.json",)
 VLM_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
