@@ -217,7 +217,7 @@ def validate_grader(model: str | None = None, aspects: str | Sequence[str] | Non
 
 # --- verifiers -----------------------------------------------------------------------------------------
 class _JudgeVerifier:
-    """Shared parts: the judge, prompt truncation, and row chunking."""
+    """Shared parts: the judge, prompt truncation, and chunking."""
 
     def __init__(self, judge: VLMJudge, name: str, max_prompt_tokens: int = 200, batch_size: int = 0) -> None:
         self.judge = judge
@@ -230,11 +230,17 @@ class _JudgeVerifier:
     def prompts(self, prompts: Sequence[str]) -> list[str]:
         return [truncate_prompt(p, self.judge.tokenizer, self.max_prompt_tokens) for p in prompts]
 
-    def logprobs(self, images: torch.Tensor, questions: list[str], forced: Sequence[int] = ()) -> torch.Tensor:
-        """[N, 1 + len(forced), V]: one forward over all rows, or chunks of ``batch_size`` rows if set."""
-        step = self.batch_size or len(questions)
-        parts = [self.judge.answer_logprobs(images[i:i + step], questions[i:i + step], forced)
-                 for i in range(0, len(questions), step)]
+    def logprobs(self, images: torch.Tensor, questions: list[str], per_image: int = 1,
+                 forced: Sequence[int] = ()) -> torch.Tensor:
+        """[N, 1 + len(forced), V] for N = B·per_image rows (row r asks about image r // per_image): one
+        forward over all rows, or chunks of ``batch_size`` images if set."""
+        step = self.batch_size or images.shape[0]
+        parts = []
+        for i in range(0, images.shape[0], step):
+            chunk = images[i:i + step]
+            qs = questions[i * per_image:(i + chunk.shape[0]) * per_image]
+            index = [r // per_image for r in range(len(qs))]
+            parts.append(self.judge.answer_logprobs(chunk, qs, index, forced))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -282,11 +288,10 @@ class VLMGraderVerifier(_JudgeVerifier):
         check_images(images, prompts)
         b, a = len(prompts), len(self.aspects)
         questions = [self.question(asp, p) for p in self.prompts(prompts) for asp in self.aspects]  # row = i·A + j
-        rows = images.repeat_interleave(a, dim=0)
         if self.numbers is not None:
-            s = self.numbers.expected_value(self.logprobs(rows, questions, self.numbers.forced))
+            s = self.numbers.expected_value(self.logprobs(images, questions, a, self.numbers.forced))
         else:
-            s = torch.logsumexp(self.logprobs(rows, questions)[:, 0, self.yes_ids], dim=-1).exp()
+            s = torch.logsumexp(self.logprobs(images, questions, a)[:, 0, self.yes_ids], dim=-1).exp()
         return s.reshape(b, a).cpu()
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
@@ -319,7 +324,7 @@ def vqascore_factory(
 ) -> VQAScoreVerifier:
     """Options: ``model`` (checkpoint folder or hub id in the HF cache), ``question`` (with ``{prompt}``),
     ``dtype`` (auto: bf16 on CUDA, fp32 on CPU), ``max_image_size`` (longest side fed to the processor,
-    0: no cap), ``max_prompt_tokens``, ``batch_size`` (rows per forward, 0: all), ``cache_dir``."""
+    0: no cap), ``max_prompt_tokens``, ``batch_size`` (images per forward, 0: all), ``cache_dir``."""
     validate_vqascore(model, question, dtype, max_image_size, max_prompt_tokens, batch_size, cache_dir)
     judge = _judge(device, model, dtype, int(max_image_size), cache_dir)
     return VQAScoreVerifier(judge, question, max_prompt_tokens=int(max_prompt_tokens), batch_size=int(batch_size))

@@ -27,7 +27,7 @@ import math
 import os
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -136,6 +136,8 @@ class VLMJudge:
     max_image_size: int
     #: where the checkpoint was read from
     source: str = ""
+    _parts: tuple[str, str] | None = field(default=None, repr=False)
+    _split_checked: bool = field(default=False, repr=False)
 
     @property
     def differentiable(self) -> bool:
@@ -150,50 +152,96 @@ class VLMJudge:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
+    def template_parts(self) -> tuple[str, str]:
+        """The chat split around the question: (image part and everything before it, what follows the
+        question up to the answer). Every row shares the first part, so it is processed once per image."""
+        if self._parts is None:
+            marker = "\ue000"  # a private-use character no template rewrites
+            pieces = self.chat(marker).split(marker)
+            if len(pieces) != 2:
+                raise RuntimeError(f"the chat template of {self.source} does not place the question once; cannot score")
+            self._parts = (pieces[0], pieces[1])
+        return self._parts
+
     def answer_logprobs(
-        self, images: torch.Tensor, questions: Sequence[str], forced: Sequence[int] = ()
+        self,
+        images: torch.Tensor,
+        questions: Sequence[str],
+        image_index: Sequence[int] | None = None,
+        forced: Sequence[int] = (),
     ) -> torch.Tensor:
         """Log-probabilities of the next token, one batched forward over all rows.
 
-        images [N, 3, H, W] in [0, 1]; questions: N strings; ``forced``: token ids appended after the
-        generation prompt (the same for every row). Returns [N, 1 + len(forced), V] float32: the
-        distribution of the answer's first token, then after each forced token.
+        images [M, 3, H, W] in [0, 1]; questions: N strings; ``image_index[r]``: the image row r asks
+        about (default: row r asks about image r); ``forced``: token ids appended after the generation
+        prompt (the same for every row). Each image is preprocessed and encoded once, however many rows
+        ask about it. Returns [N, 1 + len(forced), V] float32: the distribution of the answer's first
+        token, then after each forced token.
         """
-        n = images.shape[0]
+        index = list(range(len(questions))) if image_index is None else [int(i) for i in image_index]
+        if len(index) != len(questions) or any(not 0 <= i < images.shape[0] for i in index):
+            raise ValueError(f"image_index must give one image (of {images.shape[0]}) per question ({len(questions)})")
         # 1. downscale large images (differentiable), in float32 for the preprocessing
         x = resize_longest(images.to(self.device, torch.float32), self.max_image_size)
-        # 2. token side (chat template, image-token expansion, left padding) from the processor
-        texts = [self.chat(q) for q in questions]
-        inputs = self.processor(text=texts, images=[[img] for img in x.detach()], padding=True,
-                                return_tensors="pt", do_rescale=False)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        # 2. the shared part of the chat (template start, image tokens) with each image, once per image
+        head, tail = self.template_parts()
+        enc = self.processor(text=[head] * x.shape[0], images=[[img] for img in x.detach()], padding=True,
+                             return_tensors="pt", do_rescale=False)
+        head_ids, head_mask = enc.pop("input_ids"), enc.pop("attention_mask")
+        enc.pop("mm_token_type_ids", None)
+        if not bool(head_mask.all()):
+            raise RuntimeError("images of one call gave different numbers of image tokens; pass images of one size")
+        vision = {k: v.to(self.device) for k, v in enc.items()}  # pixel_values, image_grid_thw / pixel_attention_mask
         if self.family == "qwen":
             # 3. pixels from the images through torch ops, so gradients reach the images
             pixels, grid = qwen_pixel_values(x, self.processor.image_processor)
-            if tuple(pixels.shape) != tuple(inputs["pixel_values"].shape) or not torch.equal(
-                    grid.to(self.device), inputs["image_grid_thw"]):
+            if tuple(pixels.shape) != tuple(vision["pixel_values"].shape) or not torch.equal(
+                    grid.to(self.device), vision["image_grid_thw"]):
                 raise RuntimeError(
                     f"torch preprocessing gave pixel_values {tuple(pixels.shape)}, grid {grid.tolist()} but the "
-                    f"processor gave {tuple(inputs['pixel_values'].shape)}, {inputs['image_grid_thw'].tolist()}"
+                    f"processor gave {tuple(vision['pixel_values'].shape)}, {vision['image_grid_thw'].tolist()}"
                 )
-            inputs["pixel_values"] = pixels
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        # 4. forced answer tokens after the generation prompt
-        if forced:
-            extra = torch.tensor([list(forced)] * n, dtype=inputs["input_ids"].dtype, device=self.device)
-            inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
-            inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
-            if "mm_token_type_ids" in inputs:
-                inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
-        mask = inputs["attention_mask"]
-        if not bool(mask[:, -1].all()):
-            raise RuntimeError("the tokenizer padded on the right; the answer position needs left padding")
-        if self.family != "qwen":
-            # 5. positions count real tokens only, so left padding does not shift a row
-            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            vision["pixel_values"] = pixels
+        vision["pixel_values"] = vision["pixel_values"].to(self.dtype)
+        # 4. encode each image once: M per-image feature blocks [tokens, D]
+        features = list(self.model.model.get_image_features(**vision, return_dict=True).pooler_output)
+        # 5. rows: their image's shared part + question + generation prompt + forced tokens, left-padded
+        tails = self.tokenizer([q + tail for q in questions], add_special_tokens=False)["input_ids"]
+        rows = [head_ids[i].tolist() + list(t) + list(forced) for i, t in zip(index, tails)]
+        if not self._split_checked:
+            self._check_split(rows[0][:len(rows[0]) - len(forced)], x[index[0]], questions[0])
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        inputs = {"input_ids": input_ids, "attention_mask": mask,
+                  "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in index])}}
+        if self.family == "qwen":
+            # 6. Qwen's 3-D (mrope) positions are built by the model from the token types, the per-row image
+            # grids and the attention mask, so left padding shifts nothing
+            types = self.processor.create_mm_token_type_ids([[pad] * (width - len(r)) + r for r in rows])
+            inputs["mm_token_type_ids"] = torch.as_tensor(types, device=self.device) * mask
+            inputs["image_grid_thw"] = vision["image_grid_thw"][index]
+        else:
+            # 6'. positions count real tokens only, so left padding does not shift a row
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = 1 + len(forced)
         out = self.model(**inputs, use_cache=False, logits_to_keep=keep)
         return out.logits[:, -keep:, :].float().log_softmax(dim=-1)
+
+    def _check_split(self, row: list[int], image: torch.Tensor, question: str) -> None:
+        """Once per judge: the row built from the shared part and the tokenised question must equal the
+        processor's tokens for the whole chat (true when the image tokens end in a special token)."""
+        ref = self.processor(text=[self.chat(question)], images=[[image.detach()]], return_tensors="pt",
+                             do_rescale=False)["input_ids"][0].tolist()
+        if ref != row:
+            raise RuntimeError(
+                f"{self.source}: tokenising the question apart from the image part of the chat changes its tokens; "
+                "this checkpoint's chat template or tokenizer is not supported by the VLM judges"
+            )
+        self._split_checked = True
 
 
 def load_judge(

@@ -63,8 +63,11 @@ _IDEFICS3_TEMPLATE = (
 )
 
 
-def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Writes a random-weight Qwen2.5-VL (2 vision + 2 text layers, width 32) with its processor."""
+def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2,
+                          max_pixels: int = 112 * 112) -> Path:
+    """Writes a random-weight Qwen2.5-VL (``layers`` vision and text layers of ``width``, 4 heads)
+    with its processor; images are sized to at most ``max_pixels`` pixels, as the real processor's
+    ``max_pixels`` does (real: width 2048/3584, 36/28 text and 32 vision layers)."""
     from tokenizers import AddedToken  # noqa: F401  (tokenizers is a transformers dependency)
 
     from transformers import (
@@ -82,16 +85,19 @@ def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<|endoftext|>",
                                         eos_token="<|im_end|>", additional_special_tokens=specials[1:])
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    half = width // 4 // 2  # rotary pairs per head; mrope splits them over (time, height, width)
+    section = [half - 2 * (half // 4), half // 4, half // 4]
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
             bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1],
+            depth=layers, hidden_size=width, intermediate_size=2 * width, num_heads=4, out_hidden_size=width,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+            fullatt_block_indexes=[layers - 1],
         ),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -102,7 +108,7 @@ def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0) -> Path:
     # random init gives near-uniform next-token distributions; widen the head so answers differ
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)
-    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112)
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max_pixels)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=Qwen2VLVideoProcessor(), chat_template=_QWEN_TEMPLATE)
     folder = Path(folder)
@@ -111,11 +117,12 @@ def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_idefics3(folder: str | os.PathLike, seed: int = 0) -> Path:
+def build_tiny_idefics3(folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2,
+                        tile: int = 28) -> Path:
     """Writes a random-weight Idefics3 (the SmolVLM architecture; Llama text model) with its processor.
 
-    Images are resized to a longest edge of 56 and split into 28-pixel tiles plus a global view,
-    as the real processor does at 4x smaller sizes.
+    Images are resized to a longest edge of ``2 * tile`` and split into ``tile``-pixel tiles plus a
+    global view, as the real processor does (SmolVLM: 512-pixel tiles, longest edge 2048).
     """
     from transformers import (
         Idefics3Config,
@@ -134,21 +141,23 @@ def build_tiny_idefics3(folder: str | os.PathLike, seed: int = 0) -> Path:
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = Idefics3Config(
         text_config=dict(
-            model_type="llama", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            model_type="llama", vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+            num_hidden_layers=layers,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
             pad_token_id=tokenizer.pad_token_id,
         ),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=28, patch_size=14),
+        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                           num_attention_heads=4, image_size=tile, patch_size=14),
         scale_factor=2, image_token_id=image_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)
-    image_processor = Idefics3ImageProcessor(size={"longest_edge": 56}, max_image_size={"longest_edge": 28},
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
                                              do_image_splitting=True)
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=1,
+    seq_len = (tile // 14) ** 2 // 4  # image tokens per tile after the 2x2 pixel shuffle
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
                                   chat_template=_IDEFICS3_TEMPLATE)
     folder = Path(folder)
     model.save_pretrained(folder)
