@@ -137,7 +137,6 @@ class VLMJudge:
     #: where the checkpoint was read from
     source: str = ""
     _parts: tuple[str, str] | None = field(default=None, repr=False)
-    _split_checked: bool = field(default=False, repr=False)
 
     @property
     def differentiable(self) -> bool:
@@ -159,7 +158,7 @@ class VLMJudge:
             marker = "\ue000"  # a private-use character no template rewrites
             pieces = self.chat(marker).split(marker)
             if len(pieces) != 2:
-                raise RuntimeError(f"the chat template of {self.source} does not place the question once; cannot score")
+                raise ValueError(f"the chat template of {self.source} does not place the question once; cannot score")
             self._parts = (pieces[0], pieces[1])
         return self._parts
 
@@ -208,8 +207,6 @@ class VLMJudge:
         # 5. rows: their image's shared part + question + generation prompt + forced tokens, left-padded
         tails = self.tokenizer([q + tail for q in questions], add_special_tokens=False)["input_ids"]
         rows = [head_ids[i].tolist() + list(t) + list(forced) for i, t in zip(index, tails)]
-        if not self._split_checked:
-            self._check_split(rows[0][:len(rows[0]) - len(forced)], x[index[0]], questions[0])
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
@@ -231,17 +228,22 @@ class VLMJudge:
         out = self.model(**inputs, use_cache=False, logits_to_keep=keep)
         return out.logits[:, -keep:, :].float().log_softmax(dim=-1)
 
-    def _check_split(self, row: list[int], image: torch.Tensor, question: str) -> None:
-        """Once per judge: the row built from the shared part and the tokenised question must equal the
-        processor's tokens for the whole chat (true when the image tokens end in a special token)."""
-        ref = self.processor(text=[self.chat(question)], images=[[image.detach()]], return_tensors="pt",
+    def check_template(self) -> None:
+        """Raises ``ValueError`` unless a row built from the shared part of the chat and the separately
+        tokenised question equals the processor's tokens for the whole chat (true when the image part
+        ends in a special token, as in the Qwen2.5-VL and SmolVLM templates). Cheap: no forward."""
+        head, tail = self.template_parts()
+        image = torch.full((3, 64, 64), 0.5)
+        question = "Does this figure show 'a red cube'? Please answer yes or no."
+        shared = self.processor(text=[head], images=[[image]], return_tensors="pt", do_rescale=False)["input_ids"][0]
+        row = shared.tolist() + self.tokenizer([question + tail], add_special_tokens=False)["input_ids"][0]
+        ref = self.processor(text=[self.chat(question)], images=[[image]], return_tensors="pt",
                              do_rescale=False)["input_ids"][0].tolist()
         if ref != row:
-            raise RuntimeError(
+            raise ValueError(
                 f"{self.source}: tokenising the question apart from the image part of the chat changes its tokens; "
                 "this checkpoint's chat template or tokenizer is not supported by the VLM judges"
             )
-        self._split_checked = True
 
 
 def load_judge(
@@ -279,4 +281,6 @@ def load_judge(
     processor.tokenizer.padding_side = "left"
     family = "qwen" if config.model_type in QWEN_TYPES else "generic"
     model = model.to(device).eval().requires_grad_(False)
-    return VLMJudge(model, processor, family, device, torch_dtype, int(max_image_size), str(folder))
+    judge = VLMJudge(model, processor, family, device, torch_dtype, int(max_image_size), str(folder))
+    judge.check_template()
+    return judge

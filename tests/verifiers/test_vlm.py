@@ -240,3 +240,17 @@ def test_search_keeps_per_aspect_scores_in_candidate_info(folders):
         details = row["info"]["verifier_details"]
         assert list(details) == ["accuracy_to_prompt", "visual_quality_and_realism"]
         assert c.score == pytest.approx(sum(details.values()) / 2, abs=1e-5)
+
+
+def test_a_template_that_repeats_the_question_is_refused_at_load(folders, tmp_path):
+    import shutil
+
+    from transformers import AutoProcessor
+
+    folder = tmp_path / "twice"
+    shutil.copytree(folders["qwen2_5_vl"], folder)
+    proc = AutoProcessor.from_pretrained(folder, local_files_only=True)
+    proc.chat_template = proc.chat_template.replace("{{ content['text'] }}", "{{ content['text'] }} {{ content['text'] }}")
+    proc.save_pretrained(folder)
+    with pytest.raises(ValueError, match="does not place the question once"):
+        load_judge(folder)
