@@ -305,9 +305,28 @@ def _vlm_bench(name: str, options: dict) -> Callable:
         def reference() -> torch.Tensor:
             return torch.cat([v.score(images[i:i + 1], prompts[i:i + 1]) for i in range(len(prompts))])
 
+        if args.vlm_generate_tokens and name == "vlm-grader":
+            _time_generation(v.judge, images, prompts, args)
         return *compare(lambda: v.score(images, prompts), reference, prompts, args), desc
 
     return bench
+
+
+def _time_generation(judge, images: torch.Tensor, prompts: list[str], args) -> None:
+    """The generate-and-parse pattern on the same judge: per image, one chat asking for the whole
+    rubric and ``--vlm-generate-tokens`` greedy new tokens (tt-scale-flux allows up to 800)."""
+    from noisesearch.verifiers.vlm_model import resize_longest
+
+    n = args.vlm_generate_tokens
+    t0 = time.perf_counter()
+    for i, p in enumerate(prompts):
+        x = resize_longest(images[i:i + 1].float(), judge.max_image_size)[0]
+        chat = judge.chat(f"Rate this image for the prompt '{p}' on five aspects, 0 to 10, as JSON.")
+        inputs = judge.processor(text=[chat], images=[[x]], return_tensors="pt", do_rescale=False).to(judge.device)
+        judge.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    dt = time.perf_counter() - t0
+    print(f"{'  generate':12s} {n} new tokens per image, one image at a time: {dt:7.3f} s   "
+          f"{1000 * dt / len(prompts):7.1f} ms/image", flush=True)
 
 
 def compare(batched: Callable, reference: Callable, prompts: list[str], args) -> tuple[float, float, float]:
@@ -338,6 +357,8 @@ def main() -> None:
                         help="reference APIs get each prompt's images in one call (default: one call per image)")
     parser.add_argument("--vlm-family", choices=("qwen2_5_vl", "idefics3"), default="qwen2_5_vl",
                         help="architecture of the random VLM judge (vqascore, vlm-grader)")
+    parser.add_argument("--vlm-generate-tokens", type=int, default=0,
+                        help="also time the generate-and-parse pattern with this many new tokens per image (0: skip)")
     parser.add_argument("--vlm-image-size", type=int, default=448,
                         help="longest image side fed to the VLM judge (the max_image_size option)")
     args = parser.parse_args()

@@ -203,7 +203,7 @@ class VLMJudge:
             vision["pixel_values"] = pixels
         vision["pixel_values"] = vision["pixel_values"].to(self.dtype)
         # 4. encode each image once: M per-image feature blocks [tokens, D]
-        features = list(self.model.model.get_image_features(**vision, return_dict=True).pooler_output)
+        features = list(self.model.get_image_features(**vision, return_dict=True).pooler_output)
         # 5. rows: their image's shared part + question + generation prompt + forced tokens, left-padded
         tails = self.tokenizer([q + tail for q in questions], add_special_tokens=False)["input_ids"]
         rows = [head_ids[i].tolist() + list(t) + list(forced) for i, t in zip(index, tails)]

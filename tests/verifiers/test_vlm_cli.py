@@ -56,3 +56,19 @@ def test_run_without_a_checkpoint_exits_2_naming_the_hub_id(tmp_path, monkeypatc
                            catch_exceptions=False)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "Qwen/Qwen2.5-VL-3B-Instruct" in result.output
+
+
+def test_sweep_searches_with_vqascore_and_evaluates_with_the_grader(qwen_folder, tmp_path, monkeypatch):
+    import noisesearch
+    from noisesearch.sweep import read_jsonl
+
+    monkeypatch.setenv("NOISESEARCH_VLM_PATH", str(qwen_folder))
+    (tmp_path / "prompts.txt").write_text("a red cube\n")
+    config = tmp_path / "sweep.toml"
+    config.write_text('name = "vlm"\nprompts = "prompts.txt"\nmodels = ["stub"]\nsearch_verifiers = ["vqascore"]\n'
+                      'eval_verifiers = ["vlm-grader"]\nbudgets = [10]\nseeds = [0]\ndevice = "cpu"\n\n'
+                      '[[strategies]]\nname = "random"\n')
+    summary = noisesearch.sweep(config, tmp_path / "out")
+    rows = read_jsonl(summary.results_path)
+    assert len(rows) == 1 and rows[0]["search_verifier"] == "vqascore" and rows[0]["search_score"] <= 0
+    assert 0 <= rows[0]["eval"]["vlm-grader"] <= 10
