@@ -299,7 +299,8 @@ def _vlm_bench(name: str, options: dict) -> Callable:
         from noisesearch.verifiers.base import load_verifier
 
         folder, desc = _vlm_folder(d, args)
-        v = load_verifier(name, args.device, model=str(folder), dtype="float32",
+        dtype = "float32" if args.device == "cpu" else "auto"  # auto: bf16 on CUDA
+        v = load_verifier(name, args.device, model=str(folder), dtype=dtype,
                           max_image_size=args.vlm_image_size, **options)
 
         def reference() -> torch.Tensor:

@@ -174,13 +174,11 @@ class NumberTokens:
 
 # --- options -------------------------------------------------------------------------------------------
 def _int_option(name: str, value: object, low: int) -> int:
-    try:
-        out = int(value) if not isinstance(value, bool) and str(value).strip().lstrip("-").isdigit() else None
-    except (TypeError, ValueError):
-        out = None
-    if out is None or out < low:
+    """``value`` as an int >= ``low`` (ints or their decimal strings, as a spec string gives them)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (isinstance(value, int) or text.lstrip("-").isdigit()) or int(text) < low:
         raise ValueError(f"option {name} must be an integer >= {low}, got {value!r}")
-    return out
+    return int(text)
 
 
 def _check_common(model: object, dtype: object, max_image_size: object, max_prompt_tokens: object,
@@ -257,6 +255,8 @@ class VQAScoreVerifier(_JudgeVerifier):
         """images [B, 3, H, W] in [0, 1], B prompts -> log P(yes) [B]."""
         prompts = list(prompts)
         check_images(images, prompts)
+        if not prompts:
+            return torch.zeros(0)
         questions = [fill(self.question, p) for p in self.prompts(prompts)]
         lp = self.logprobs(images, questions)[:, 0]  # [B, V]
         return torch.logsumexp(lp[:, self.yes_ids], dim=-1).cpu()
@@ -287,6 +287,8 @@ class VLMGraderVerifier(_JudgeVerifier):
         prompts = list(prompts)
         check_images(images, prompts)
         b, a = len(prompts), len(self.aspects)
+        if b == 0:
+            return torch.zeros(0, a)
         questions = [self.question(asp, p) for p in self.prompts(prompts) for asp in self.aspects]  # row = i·A + j
         if self.numbers is not None:
             s = self.numbers.expected_value(self.logprobs(images, questions, a, self.numbers.forced))

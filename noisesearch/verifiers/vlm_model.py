@@ -68,9 +68,18 @@ def resolve_model_folder(
                                 "no default judge checkpoint is available offline: " + " | ".join(errors))
     text = str(model)
     p = user_path(text)
-    if p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        return resolve_folder(hub_folder("a Hugging Face VLM checkpoint"), p, cache_dir)
-    return resolve_folder(hub_folder(text), None, cache_dir)
+    if not (p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1):
+        return resolve_folder(hub_folder(text), None, cache_dir)  # a hub id, from the HF cache
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"option model= points at {str(p)!r}, which is not a folder; pass a checkpoint folder (save_pretrained "
+            "layout, e.g. a download of Qwen/Qwen2.5-VL-3B-Instruct) or a hub id in the Hugging Face cache"
+        )
+    missing = [f for f in VLM_REQUIRED if not (p / f).is_file()]
+    if missing or not any((p / f).is_file() for f in VLM_WEIGHTS):
+        raise FileNotFoundError(f"folder {str(p)!r} (option model=) lacks {', '.join(missing) or 'the weights'}; "
+                                "expected a complete vision-language checkpoint (config, processor, weights)")
+    return p
 
 
 def resize_longest(images: torch.Tensor, max_size: int) -> torch.Tensor:

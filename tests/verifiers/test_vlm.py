@@ -254,3 +254,9 @@ def test_a_template_that_repeats_the_question_is_refused_at_load(folders, tmp_pa
     proc.save_pretrained(folder)
     with pytest.raises(ValueError, match="does not place the question once"):
         load_judge(folder)
+
+
+def test_an_empty_batch_scores_nothing(judge):
+    empty = torch.zeros(0, 3, 32, 32)
+    assert VQAScoreVerifier(judge).score(empty, []).shape == (0,)
+    assert VLMGraderVerifier(judge).score(empty, []).shape == (0,)
