@@ -16,11 +16,13 @@ float in [0, 1]) and 4 prompts x 4 candidates, as in a search step:
   - imagereward: ``ImageReward.score(prompt, images)`` (``inference_rank``): tokenize once, then per
     image: ViT, cross-attending BERT; then the MLP over the collected features;
   - pickscore: the README's ``calc_probs(prompt, images)`` (processor, get_*_features, logit);
-  - aesthetic: ``simple_inference.py`` per image (clip preprocess, encode_image, normalise, MLP).
+  - aesthetic: ``simple_inference.py`` per image (clip preprocess, encode_image, normalise, MLP);
+  - vqascore / vlm-grader: the same verifier called once per image (one forward per image, or per
+    image x aspect row batch for the grader); max|Δscore| is then the batch-invariance error.
 
 Both paths run under ``torch.no_grad``; scores are checked to agree (up to 8-bit PIL rounding).
-The last line is ``RESULT hpsv2=<x> imagereward=<y> pickscore=<z> aesthetic=<w>``: time ratios
-reference / batched (higher is better).
+The last line is ``RESULT hpsv2=<x> imagereward=<y> pickscore=<z> aesthetic=<w> vqascore=<v>
+vlm-grader=<g>``: time ratios reference / batched (higher is better).
 """
 
 from __future__ import annotations
@@ -273,6 +275,61 @@ def bench_aesthetic(d: Path, images: torch.Tensor, prompts: list[str], args) -> 
     return *compare(lambda: v.score(images, prompts), reference, prompts, args), desc
 
 
+# --- VLM judges: VQAScore and the rubric grader ---------------------------------------------------
+def _vlm_folder(d: Path, args) -> tuple[Path, str]:
+    from noisesearch.verifiers.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
+
+    side = args.vlm_image_size
+    if args.vlm_family == "qwen2_5_vl":
+        folder = build_tiny_qwen2_5_vl(d / "vlm", width=args.width, layers=args.layers, max_pixels=side * side)
+        merged = (side // 28) ** 2
+        desc = f"Qwen2.5-VL random, width {args.width}, {args.layers}+{args.layers} layers, {side}px -> {merged} image tokens"
+    else:
+        folder = build_tiny_idefics3(d / "vlm", width=args.width, layers=args.layers, tile=side // 2)
+        desc = f"Idefics3 random, width {args.width}, {args.layers}+{args.layers} layers, 4 tiles of {side // 2}px + global"
+    return folder, desc
+
+
+def _vlm_bench(name: str, options: dict) -> Callable:
+    """Batched: one ``score`` call over all images (one forward over every row); reference: the same
+    verifier called once per image, as a search loop scoring each candidate as it comes out (the
+    community graders also generate their answers, which costs more forwards still: see the README)."""
+
+    def bench(d: Path, images: torch.Tensor, prompts: list[str], args) -> tuple[float, float, float, str]:
+        from noisesearch.verifiers.base import load_verifier
+
+        folder, desc = _vlm_folder(d, args)
+        dtype = "float32" if args.device == "cpu" else "auto"  # auto: bf16 on CUDA
+        v = load_verifier(name, args.device, model=str(folder), dtype=dtype,
+                          max_image_size=args.vlm_image_size, **options)
+
+        def reference() -> torch.Tensor:
+            return torch.cat([v.score(images[i:i + 1], prompts[i:i + 1]) for i in range(len(prompts))])
+
+        if args.vlm_generate_tokens and name == "vlm-grader":
+            _time_generation(v.judge, images, prompts, args)
+        return *compare(lambda: v.score(images, prompts), reference, prompts, args), desc
+
+    return bench
+
+
+def _time_generation(judge, images: torch.Tensor, prompts: list[str], args) -> None:
+    """The generate-and-parse pattern on the same judge: per image, one chat asking for the whole
+    rubric and ``--vlm-generate-tokens`` greedy new tokens (tt-scale-flux allows up to 800)."""
+    from noisesearch.verifiers.vlm_model import resize_longest
+
+    n = args.vlm_generate_tokens
+    t0 = time.perf_counter()
+    for i, p in enumerate(prompts):
+        x = resize_longest(images[i:i + 1].float(), judge.max_image_size)[0]
+        chat = judge.chat(f"Rate this image for the prompt '{p}' on five aspects, 0 to 10, as JSON.")
+        inputs = judge.processor(text=[chat], images=[[x]], return_tensors="pt", do_rescale=False).to(judge.device)
+        judge.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    dt = time.perf_counter() - t0
+    print(f"{'  generate':12s} {n} new tokens per image, one image at a time: {dt:7.3f} s   "
+          f"{1000 * dt / len(prompts):7.1f} ms/image", flush=True)
+
+
 def compare(batched: Callable, reference: Callable, prompts: list[str], args) -> tuple[float, float, float]:
     """(batched seconds, reference seconds, max |difference| of the scores in the prompts' order)."""
     t_b, s_b = timed(batched, args.repeats, args.device)
@@ -281,7 +338,8 @@ def compare(batched: Callable, reference: Callable, prompts: list[str], args) ->
 
 
 BENCHES = {"hpsv2": bench_hps, "imagereward": bench_imagereward, "pickscore": bench_pickscore,
-           "aesthetic": bench_aesthetic}
+           "aesthetic": bench_aesthetic, "vqascore": _vlm_bench("vqascore", {}),
+           "vlm-grader": _vlm_bench("vlm-grader", {})}
 
 
 def main() -> None:
@@ -298,6 +356,12 @@ def main() -> None:
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these verifiers")
     parser.add_argument("--reference-per-prompt", action="store_true",
                         help="reference APIs get each prompt's images in one call (default: one call per image)")
+    parser.add_argument("--vlm-family", choices=("qwen2_5_vl", "idefics3"), default="qwen2_5_vl",
+                        help="architecture of the random VLM judge (vqascore, vlm-grader)")
+    parser.add_argument("--vlm-generate-tokens", type=int, default=0,
+                        help="also time the generate-and-parse pattern with this many new tokens per image (0: skip)")
+    parser.add_argument("--vlm-image-size", type=int, default=448,
+                        help="longest image side fed to the VLM judge (the max_image_size option)")
     args = parser.parse_args()
     if args.quick:
         args.width, args.layers, args.repeats = 128, 2, 1
@@ -316,7 +380,7 @@ def main() -> None:
             t_b, t_r, diff, desc = BENCHES[name](Path(tmp), images, prompts, args)
         ratios[name] = t_r / t_b
         print(f"{name:12s} batched {t_b:7.3f} s   reference {t_r:7.3f} s   ratio {ratios[name]:5.2f}x   "
-              f"max|Δscore| {diff:.2e}   [{desc}]", flush=True)
+              f"max|Δscore| {diff:.2e}   {1000 * t_b / args.images:7.1f} ms/image batched   [{desc}]", flush=True)
     print("RESULT " + " ".join(f"{n}={ratios[n]:.2f}" for n in BENCHES if n in ratios))
 
 

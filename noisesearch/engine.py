@@ -17,7 +17,7 @@ import torch
 
 from noisesearch.accounting import Accounting, Meter
 from noisesearch.core.sampler import DenoisingCore, Trajectory
-from noisesearch.verifiers.base import Verifier, check_scores
+from noisesearch.verifiers.base import Verifier, check_scores, score_details
 
 #: ``prior(noise, prompts) -> noise``: maps standard normal noises [B, *latent] and their prompts to
 #: the initial noises the sampler starts from (NPNet's golden noise). A prior that needs the model
@@ -32,6 +32,10 @@ def bind_prior(prior: Any, core: DenoisingCore) -> NoisePrior | None:
         return None
     bind = getattr(prior, "bind", None)
     return bind(core) if callable(bind) else prior
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 @dataclass
@@ -258,6 +262,8 @@ class SearchContext:
         trajectory = self.denoise(trajectory)
         images = self.decode(trajectory.x)
         scores = self.score(images)
+        # sub-scores of this call (e.g. a judge's per-aspect scores), kept in each candidate's info
+        details = {k: v for k, v in score_details(self.verifier).items() if v.numel() == len(trajectory.seeds)}
         latent_ok = torch.isfinite(trajectory.x.flatten(1)).all(dim=1).cpu()
         kept = to_uint8(images) if self.keep_images else None
         for i, seed in enumerate(trajectory.seeds):
@@ -271,7 +277,8 @@ class SearchContext:
                     round=round,
                     image=None if kept is None else kept[i],
                     noise=self._noise.get(seed),
-                    info=dict(info[i]) if info is not None else {},
+                    info={**(dict(info[i]) if info is not None else {}),
+                          **({"verifier_details": {k: _finite_or_none(float(v[i])) for k, v in details.items()}} if details else {})},
                 )
             )
         return scores

@@ -44,6 +44,13 @@ def check_prompt(verifier: object, prompt: str) -> None:
         check(prompt)
 
 
+def score_details(verifier: object) -> dict[str, torch.Tensor]:
+    """Per-image sub-scores of ``verifier``'s most recent ``score`` call, e.g. each rubric aspect of a
+    judge: ``{name: Tensor[B]}``; empty for verifiers that keep none (an optional ``last_details``)."""
+    details = getattr(verifier, "last_details", None)
+    return {str(k): v.detach().reshape(-1).float().cpu() for k, v in details.items()} if details else {}
+
+
 @dataclass
 class CallableVerifier:
     """Adapts a user function ``fn(images, prompts) -> Tensor[B]`` to the :class:`Verifier` protocol."""

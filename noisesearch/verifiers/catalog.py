@@ -69,6 +69,13 @@ CLIPSCORE_DEFAULT = HubFolder(
     CLIP_VIT_L14_OPENAI.hub_ids, (), "", option="pretrained", any_of=CLIP_VIT_L14_OPENAI.any_of,
 )
 
+# --- vision-language judges: VQAScore (Lin et al. 2024), the LLM grader (Ma et al. 2025) -----------
+_VLM_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+QWEN25_VL_3B = HubFolder(("Qwen/Qwen2.5-VL-3B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
+QWEN25_VL_7B = HubFolder(("Qwen/Qwen2.5-VL-7B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
+#: the judge used when no model= option is given: the first of these found offline
+VLM_DEFAULTS = (QWEN25_VL_3B, QWEN25_VL_7B)
+
 
 @dataclass(frozen=True)
 class VerifierEntry:
@@ -105,6 +112,10 @@ CATALOG: tuple[VerifierEntry, ...] = (
     VerifierEntry("aesthetic", "LAION aesthetic predictor v2: MLP on CLIP ViT-L/14 image embeddings",
                   "Schuhmann 2022, github.com/christophschuhmann/improved-aesthetic-predictor",
                   "noisesearch.verifiers.aesthetic", ((AESTHETIC, AESTHETIC_TRL), (CLIP_VIT_L14_OPENAI,))),
+    VerifierEntry("vqascore", "VQAScore: log P(yes) of a vision-language model asked if the image shows the prompt",
+                  "Lin et al. 2024, arXiv:2404.01291", "noisesearch.verifiers.vlm", (VLM_DEFAULTS,)),
+    VerifierEntry("vlm-grader", "LLM-grader rubric (5 aspects, 0-10) as expected values over a VLM's number tokens",
+                  "Ma et al. 2025, arXiv:2501.09732", "noisesearch.verifiers.vlm", (VLM_DEFAULTS,)),
 )
 
 

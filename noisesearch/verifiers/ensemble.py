@@ -32,6 +32,7 @@ from noisesearch.verifiers.base import (
     check_prompt,
     check_scores,
     register_verifier,
+    score_details,
 )
 from noisesearch.verifiers.spec import VerifierSpec
 
@@ -48,6 +49,8 @@ class _Ensemble:
         self.verifiers = [as_verifier(v) for v in verifiers]
         self.name = name or f"{kind}({'+'.join(v.name for v in self.verifiers)})"
         self.reference: list[torch.Tensor] | None = None
+        #: each member's raw scores (and sub-scores) from the last ``score`` call
+        self.last_details: dict[str, torch.Tensor] = {}
         if reference is not None:
             self.set_reference(reference)
 
@@ -59,9 +62,18 @@ class _Ensemble:
     def raw_scores(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Each member's scores, [V, B] float32 on CPU."""
         prompts = list(prompts)
-        return torch.stack(
-            [check_scores(v.score(images, prompts), len(prompts), v.name).float().cpu() for v in self.verifiers]
-        )
+        self.last_details = {}
+        rows = []
+        for v in self.verifiers:
+            rows.append(check_scores(v.score(images, prompts), len(prompts), v.name).float().cpu())
+            self._keep_details(v, rows[-1])
+        return torch.stack(rows)
+
+    def _keep_details(self, verifier: Verifier, scores: torch.Tensor) -> None:
+        """Records a member's raw scores and its own sub-scores (``last_details``) for the report."""
+        self.last_details[verifier.name] = scores.detach()
+        for k, d in score_details(verifier).items():
+            self.last_details[f"{verifier.name}.{k}"] = d
 
     def set_reference(self, reference: Sequence[torch.Tensor]) -> None:
         """Fixes the comparison set: one 1-D tensor of reference scores per member verifier."""
@@ -126,8 +138,10 @@ class ZScoreEnsemble(_Ensemble):
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         prompts = list(prompts)
         total = None
+        self.last_details = {}
         for i, (verifier, w) in enumerate(zip(self.verifiers, self.weights)):
             s = check_scores(verifier.score(images, prompts), len(prompts), verifier.name).float().cpu()  # [B]
+            self._keep_details(verifier, s)
             if self.reference is None:
                 # batch mode: statistics of this call's finite scores (population std; B = 1 gives z = 0);
                 # detached, so that each image's gradient is its own
