@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from noisesearch.core.adapters.base import ModelAdapter
+from noisesearch.core.memory import DEFAULT_MAX_BATCH, auto_batch, parse_max_batch
 from noisesearch.core.sampler import CoreConfig, DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.models import load_model
@@ -87,7 +89,7 @@ def search(
     negative_prompt: str | None = None,
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype | None = "auto",
-    max_batch: int = 32,
+    max_batch: int | str = "auto",
     prior: NoisePrior | None = None,
     strategy_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -96,11 +98,14 @@ def search(
 
     ``budget`` is in NFEs (denoiser evaluations per candidate, summed; default 16 full samples),
     or give ``candidates`` full samples instead. Candidate i has seed ``seed + i``. ``progress``
-    is called as ``progress(nfe_used, nfe_budget)`` after every network call. Returns a
+    is called as ``progress(nfe_used, nfe_budget)`` after every network call. ``max_batch`` is the
+    number of candidates per network call, or ``"auto"``: on CUDA the largest that fits in free
+    memory, measured before the search (:func:`noisesearch.core.memory.auto_batch`); 32 elsewhere. Returns a
     :class:`~noisesearch.engine.SearchResult` with every candidate's score and the accounting.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is empty; give the text to generate")
+    max_batch = parse_max_batch(max_batch)
     adapter = model if isinstance(model, ModelAdapter) else load_model(model, device=device, dtype=dtype)
     rec = adapter.info.details
     config = CoreConfig(
@@ -110,13 +115,17 @@ def search(
         height=height,
         width=width,
         negative_prompt=negative_prompt,
-        max_batch=max_batch,
+        max_batch=DEFAULT_MAX_BATCH if max_batch == "auto" else max_batch,
     )
     core = DenoisingCore(adapter, config)
     strat = resolve_strategy(strategy, strategy_options or {})
     verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
     check_prompt(verif, prompt.strip())  # before any compute: a verifier may not read every prompt
     nfe_budget = budget_from(budget, candidates, config.steps)
+    if max_batch == "auto":  # measured after every check, so a bad input costs no calibration
+        chosen = auto_batch(adapter, config, prompt.strip())
+        config = replace(config, max_batch=chosen.max_batch, decode_batch=chosen.decode_batch)
+        core = DenoisingCore(adapter, config)
     ctx = SearchContext(core, verif, prompt.strip(), nfe_budget, seed=seed, prior=prior)
     if progress is not None:
         ctx.meter.listeners.append(lambda acc: progress(acc.nfe, nfe_budget))
@@ -151,7 +160,9 @@ def search(
             "negative_prompt": negative_prompt,
             "device": str(adapter.device),
             "dtype": str(adapter.dtype).replace("torch.", ""),
-            "max_batch": max_batch,
+            "max_batch": config.max_batch,
+            "max_batch_auto": max_batch == "auto",
+            "decode_batch": core.config.decode_batch or config.max_batch,
             "strategy_options": {k: v for k, v in vars(strat).items()} if hasattr(strat, "__dataclass_fields__") else {},
             "model_family": adapter.info.family,
             "versions": package_versions(),

@@ -8,6 +8,8 @@ pads chunks to the buckets whenever :func:`is_compiled` says its denoiser is com
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -47,3 +49,17 @@ def denoiser_of(adapter: object) -> object | None:
         if net is not None:
             return net
     return None
+
+
+@contextmanager
+def eager_denoiser(adapter: object) -> Iterator[None]:
+    """Within the block, ``adapter``'s compiled denoiser is replaced by the module it wraps."""
+    attrs = [a for a in ("unet", "transformer") if is_compiled(getattr(adapter, a, None))]
+    saved = {a: getattr(adapter, a) for a in attrs}
+    try:
+        for a in attrs:
+            setattr(adapter, a, saved[a]._orig_mod)
+        yield
+    finally:
+        for a, module in saved.items():
+            setattr(adapter, a, module)
