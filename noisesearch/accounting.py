@@ -3,7 +3,8 @@
 Conventions (Ma et al. 2025): ``nfe`` counts denoiser evaluations per candidate, summed over
 candidates, with a classifier-free-guidance pair counted once; ``network_rows`` counts the rows
 actually pushed through the network (a guided evaluation is two rows); ``verifier_calls`` counts
-images scored. Wall time is split into denoise / decode / verify / other.
+images scored; ``padded_rows`` counts the rows a compiled denoiser computed only to fill a
+batch bucket (in neither ``nfe`` nor ``network_rows``). Wall time is split into denoise / decode / verify / other.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Accounting:
     nfe: int = 0  # denoiser evaluations per candidate, summed; a CFG pair counts once
     network_rows: int = 0  # rows pushed through the denoiser (CFG counts twice)
     network_calls: int = 0  # forward calls of the denoiser (batches)
+    padded_rows: int = 0  # bucket-padding rows a compiled denoiser computed and discarded (not in nfe or network_rows)
     verifier_calls: int = 0  # images scored by the verifier
     prior_calls: int = 0  # noises produced by a learned prior (e.g. NPNet), not counted in nfe
     chunk_size: int = 0  # candidates per network call at the end of the search (halved on out-of-memory)
@@ -64,19 +66,20 @@ class Meter:
         if left is not None and nfe > left:
             raise BudgetExceeded(f"{nfe} NFEs requested but only {left} of the budget of {self.budget_nfe} are left")
 
-    def snapshot(self) -> tuple[int, int, int, int]:
+    def snapshot(self) -> tuple[int, int, int, int, int]:
         """The compute counters, to roll back work that failed and is redone."""
         a = self.acc
-        return (a.nfe, a.network_rows, a.network_calls, a.verifier_calls)
+        return (a.nfe, a.network_rows, a.network_calls, a.verifier_calls, a.padded_rows)
 
-    def restore(self, snapshot: tuple[int, int, int, int]) -> None:
+    def restore(self, snapshot: tuple[int, int, int, int, int]) -> None:
         a = self.acc
-        a.nfe, a.network_rows, a.network_calls, a.verifier_calls = snapshot
+        a.nfe, a.network_rows, a.network_calls, a.verifier_calls, a.padded_rows = snapshot
 
     # --- counting -----------------------------------------------------------------------------
-    def network_call(self, candidates: int, rows: int) -> None:
+    def network_call(self, candidates: int, rows: int, padded_rows: int = 0) -> None:
         self.acc.nfe += candidates
         self.acc.network_rows += rows
+        self.acc.padded_rows += padded_rows
         self.acc.network_calls += 1
         self._notify()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from noisesearch.core.adapter import ModelAdapter
+from noisesearch.core.memory import auto_batch
 from noisesearch.core.sampler import DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
 from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, ensure_registrations, resolve
@@ -70,7 +72,7 @@ def search(
     negative_prompt: str | None = None,
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype | None = "auto",
-    max_batch: int = 32,
+    max_batch: int | str = "auto",
     prior: NoisePrior | None = None,
     strategy_options: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -81,7 +83,9 @@ def search(
     or give ``candidates`` full samples instead. ``verifier`` is a verifier, a callable, or a spec
     such as ``"rank-ensemble(verifiers=[aesthetic,clipscore,imagereward])"`` (see
     :mod:`noisesearch.verifiers.spec`; default: the model's). Candidate i has seed ``seed + i``. ``progress``
-    is called as ``progress(nfe_used, nfe_budget)`` after every network call. Returns a
+    is called as ``progress(nfe_used, nfe_budget)`` after every network call. ``max_batch`` is the
+    number of candidates per network call, or ``"auto"``: on CUDA the largest that fits in free
+    memory, measured before the search (:func:`noisesearch.core.memory.auto_batch`); 32 elsewhere. Returns a
     :class:`~noisesearch.engine.SearchResult` with every candidate's score and the accounting.
     """
     if not isinstance(prompt, str) or not prompt.strip():
@@ -109,8 +113,11 @@ def run_resolved(
     request, adapter, verif, strat = resolved.request, resolved.adapter, resolved.verifier, resolved.strategy
     prompt = prompt.strip()
     check_prompt(verif, prompt)  # before any compute: a verifier may not read every prompt
-    core = DenoisingCore(adapter, resolved.core_config)
     config = resolved.core_config
+    if request.sampling.auto_batch:  # measured after every check, so a bad input costs no calibration
+        chosen = auto_batch(adapter, config, prompt)
+        config = replace(config, max_batch=chosen.max_batch, decode_batch=chosen.decode_batch)
+    core = DenoisingCore(adapter, config)
     ctx = SearchContext(core, verif, prompt, resolved.nfe_budget, seed=request.seed, prior=resolved.prior)
     if progress is not None:
         ctx.meter.listeners.append(lambda acc: progress(acc.nfe, resolved.nfe_budget))
@@ -146,6 +153,8 @@ def run_resolved(
             "device": str(adapter.device),
             "dtype": str(adapter.dtype).replace("torch.", ""),
             "max_batch": config.max_batch,
+            "max_batch_auto": request.sampling.auto_batch,
+            "decode_batch": config.decode_batch or config.max_batch,
             "strategy_options": {k: v for k, v in vars(strat).items()} if hasattr(strat, "__dataclass_fields__") else {},
             "model_family": adapter.info.family,
             "versions": package_versions(),

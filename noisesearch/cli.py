@@ -122,7 +122,10 @@ def run(
     out: Annotated[str, typer.Option(metavar="PATH", help="Output directory.")] = "noisesearch-out",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16 on GPU, fp32 on CPU).")] = "auto",
-    max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
+    max_batch: Annotated[
+        str,
+        typer.Option(help="Candidates per network call, or 'auto': the largest that fits in free GPU memory (32 on CPU)."),
+    ] = "auto",
     top_k: Annotated[int, typer.Option(help="Number of best images to save.")] = 1,
     compile: Annotated[bool, typer.Option(help="torch.compile the denoiser with CUDA graphs (GPU only).")] = False,
     strategy_config: Annotated[
@@ -149,6 +152,9 @@ def run(
             raise UserError(f"--top-k must be >= 1, got {top_k}")
         if prior not in ("none", "npnet"):
             raise UserError(f"unknown --prior {prior!r}; choose 'none' or 'npnet'")
+        from noisesearch.core.memory import parse_max_batch
+
+        max_batch_value = parse_max_batch(max_batch)
         if not 0 <= seed < 2**63:  # candidate seeds seed+i must fit torch's 64-bit generator seeds
             raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
         from noisesearch.outputs import check_output_dir
@@ -242,7 +248,7 @@ def run(
                     scheduler=scheduler,
                     height=height,
                     width=width,
-                    max_batch=max_batch,
+                    max_batch=max_batch_value,
                     prior=noise_prior,
                     progress=progress,
                 )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from noisesearch.core.memory import DEFAULT_MAX_BATCH
 from noisesearch.core.sampler import MAX_SIDE, MAX_STEPS, CoreConfig
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class Sampling:
     height: int | None = None  # pixels; None: the model's native size
     width: int | None = None  # pixels; None: the model's native size
     negative_prompt: str | None = None  # text of the unconditional branch; None: the pipeline's default
-    max_batch: int = 32  # candidates per network call (rows are twice that with guidance)
+    max_batch: int | str = 32  # candidates per network call (rows twice that with guidance); "auto": fit free memory
 
     def check(self) -> None:
         """Raises ``ValueError`` naming the first bad setting (no model needed)."""
@@ -78,8 +79,16 @@ class Sampling:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= MAX_SIDE):
                 raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {value!r}")
-        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
-            raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        from noisesearch.core.memory import parse_max_batch
+
+        parse_max_batch(self.max_batch)
+
+    @property
+    def auto_batch(self) -> bool:
+        """True when the batch size is to be measured (``max_batch="auto"``)."""
+        from noisesearch.core.memory import parse_max_batch
+
+        return parse_max_batch(self.max_batch) == "auto"
 
     def core_config(self, defaults: Mapping[str, Any]) -> CoreConfig:
         """The core's settings, the model's ``defaults`` (``steps``, ``guidance``) filling the gaps."""
@@ -90,7 +99,7 @@ class Sampling:
             height=self.height,
             width=self.width,
             negative_prompt=self.negative_prompt,
-            max_batch=self.max_batch,
+            max_batch=DEFAULT_MAX_BATCH if self.auto_batch else int(self.max_batch),
         )
 
 

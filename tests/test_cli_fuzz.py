@@ -173,6 +173,7 @@ BAD = {
     "seed beyond 64 bits": (["--seed", str(2**64)], "--seed must be >= 0 and < 2**63"),
     "max-batch zero": (["--max-batch", "0"], "max_batch must be a positive integer"),
     "max-batch negative": (["--max-batch", "-8"], "max_batch must be a positive integer"),
+    "max-batch not a number": (["--max-batch", "all"], "max_batch must be a positive integer or 'auto'"),
     "top-k zero": (["--top-k", "0"], "--top-k must be >= 1"),
     "top-k negative": (["--top-k", "-2"], "--top-k must be >= 1"),
     # output folder
@@ -238,7 +239,6 @@ BAD_PARSE = {
     "height empty": (["--height", ""], "--height"),
     "width words": (["--width", "wide"], "--width"),
     "seed scientific": (["--seed", "1e3"], "--seed"),
-    "max-batch not a number": (["--max-batch", "all"], "--max-batch"),
     "top-k not a number": (["--top-k", "best"], "--top-k"),
 }
 

@@ -20,6 +20,8 @@ import torch
 
 from noisesearch.accounting import Meter
 from noisesearch.core.adapter import ModelAdapter, PromptEmbeddings
+from noisesearch.core.batching import bucket_for, bucket_sizes, pad_rows
+from noisesearch.core.compile import denoiser_of, is_compiled
 from noisesearch.core.schedule import Schedule, build_schedule
 from noisesearch.core.seeds import initial_latents
 from noisesearch.core.solvers import renoise as renoise_latents
@@ -43,6 +45,8 @@ class CoreConfig:
     width: int | None = None  # pixels; None: the model's native size
     negative_prompt: str | None = None  # text of the unconditional branch (None: the pipeline's default)
     max_batch: int = 32  # candidates per network call (rows are twice that with guidance)
+    decode_batch: int | None = None  # latents per VAE decode call; None: max_batch
+    pad_to_buckets: bool | None = None  # pad chunks to a few fixed sizes; None: when the denoiser is compiled
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -51,6 +55,8 @@ class CoreConfig:
             raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
+        if self.decode_batch is not None and (not isinstance(self.decode_batch, int) or self.decode_batch < 1):
+            raise ValueError(f"decode_batch must be a positive integer or None, got {self.decode_batch!r}")
         for name in ("height", "width"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or not 8 <= v <= MAX_SIDE):
@@ -131,7 +137,13 @@ class DenoisingCore:
         self._embeddings: PromptEmbeddings | None = None
         #: candidates per network call; halved on out-of-memory
         self.chunk_size = config.max_batch
+        #: latents per decode call (the VAE's memory per image differs from the denoiser's); halved on out-of-memory
+        self.decode_chunk_size = config.decode_batch or config.max_batch
         self.meter.acc.chunk_size = self.chunk_size
+        #: pad denoiser chunks to bucket sizes, so a compiled network compiles once per bucket
+        self.pad_to_buckets = (
+            is_compiled(denoiser_of(adapter)) if config.pad_to_buckets is None else bool(config.pad_to_buckets)
+        )
 
     # --- prompts ------------------------------------------------------------------------------
     def prompt_indices(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -183,29 +195,36 @@ class DenoisingCore:
         assert self._embeddings is not None
         b = x.shape[0]
         t = self.schedule.timesteps[step].to(self.adapter.device)
-        rows = self._embeddings.rows(prompt_index, self.guided)
+        # pad to a bucket (compiled networks): the padding rows' outputs are dropped below
+        padded = bucket_for(b, bucket_sizes(self.chunk_size)) if self.pad_to_buckets else b
+        xp, pidx = pad_rows(x, padded), pad_rows(prompt_index, padded)
+        rows = self._embeddings.rows(pidx, self.guided)
         if self.guidance_mode == "embedded":  # one row per candidate; the scale goes in as conditioning
-            rows["guidance"] = torch.full((b,), float(self.config.guidance), device=x.device, dtype=torch.float32)
-        model_in = torch.cat([x, x]) if self.guided else x
-        self.meter.network_call(candidates=b, rows=model_in.shape[0])
+            rows["guidance"] = torch.full((padded,), float(self.config.guidance), device=x.device, dtype=torch.float32)
+        model_in = torch.cat([xp, xp]) if self.guided else xp
+        per_candidate = 2 if self.guided else 1
+        # nfe and network_rows count real candidates only; padding is reported on its own
+        self.meter.network_call(candidates=b, rows=per_candidate * b, padded_rows=per_candidate * (padded - b))
         out = self.adapter.predict(model_in.to(self.adapter.dtype), t, rows)
         if self.guided:
             uncond, cond = out.chunk(2)
             out = uncond + self.config.guidance * (cond - uncond)
+        out = out[:b]
         alpha, sigma = self.schedule.level(step)
         return split_prediction(out, x, alpha, sigma, self.adapter.prediction_type)
 
-    def _map_chunks(self, n: int, fn: Callable[[slice], _T]) -> list[_T]:
-        """Applies ``fn`` to consecutive chunks of at most ``chunk_size`` candidates.
+    def _map_chunks(self, n: int, fn: Callable[[slice], _T], decode: bool = False) -> list[_T]:
+        """Applies ``fn`` to consecutive chunks of at most ``chunk_size`` candidates
+        (``decode_chunk_size`` when ``decode``).
 
-        On out-of-memory the failed chunk's accounting is rolled back, ``chunk_size`` is halved
+        On out-of-memory the failed chunk's accounting is rolled back, the chunk size is halved
         (down to 1) and the chunk is retried from its saved inputs, so no candidate is lost; the
         smaller size is kept for the rest of the search and reported in the accounting.
         """
         outs: list[_T] = []
         start = 0
         while start < n:
-            size = min(self.chunk_size, n - start)
+            size = min(self.decode_chunk_size if decode else self.chunk_size, n - start)
             snapshot = self.meter.snapshot()
             try:
                 outs.append(fn(slice(start, start + size)))
@@ -214,8 +233,11 @@ class DenoisingCore:
                 self.meter.acc.oom_retries += 1
                 if size == 1:
                     raise
-                self.chunk_size = max(1, size // 2)
-                self.meter.acc.chunk_size = self.chunk_size
+                if decode:
+                    self.decode_chunk_size = max(1, size // 2)
+                else:
+                    self.chunk_size = max(1, size // 2)
+                    self.meter.acc.chunk_size = self.chunk_size
                 if self.adapter.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
@@ -334,7 +356,9 @@ class DenoisingCore:
     def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
         """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked (``grad``: keep the graph)."""
         with self.meter.phase("decode"), torch.set_grad_enabled(grad):
-            return torch.cat(self._map_chunks(latents.shape[0], lambda sl: self.adapter.decode(latents[sl]).float()))
+            return torch.cat(
+                self._map_chunks(latents.shape[0], lambda sl: self.adapter.decode(latents[sl]).float(), decode=True)
+            )
 
     def sample(self, seeds: Sequence[int], prompts: Sequence[str]) -> torch.Tensor:
         """Convenience: full sampling of one candidate per seed; returns images [B, 3, H, W]."""

@@ -103,8 +103,11 @@ def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None
     if attr == "unet":  # channels-last helps convolutions; the transformers work on token sequences
         denoiser.to(memory_format=torch.channels_last)
     if compile:
-        # CUDA graphs via "reduce-overhead"; chunk shapes repeat across steps so graphs are reused
-        setattr(pipe, attr, torch.compile(denoiser, mode="reduce-overhead", fullgraph=True))
+        # CUDA graphs via "reduce-overhead", static shapes; the core pads chunks to a few bucket sizes
+        # so that each bucket compiles (and records its graph) once
+        from noisesearch.core.compile import compile_denoiser
+
+        setattr(pipe, attr, compile_denoiser(denoiser, device))
 
 
 def _not_cached(name: str) -> ModelNotFoundError:
