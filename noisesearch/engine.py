@@ -230,7 +230,9 @@ class SearchContext:
         return self.core.lookahead(trajectory, jumps=jumps)
 
     def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        return self.core.decode(latents, grad=grad)
+        images = self.core.decode(latents, grad=grad)
+        self.meter.acc.decoded += latents.shape[0]
+        return images
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None = None, grad: bool = False) -> torch.Tensor:
         """Verifier scores [B]; non-finite images or scores come back as -inf.
