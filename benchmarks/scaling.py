@@ -2,7 +2,7 @@
 
 The experiment of Ma et al. 2025, "Inference-Time Scaling for Diffusion Models beyond Scaling
 Denoising Steps" (arXiv:2501.09732), on the embedded toyworld model (20 DDIM steps, guidance 4,
-its defaults): for each search strategy (random, zero-order, paths, smc, gradient) and each search
+its defaults): for each search strategy (random, prune, zero-order, paths, smc, gradient) and each search
 verifier (toyclip, toyrelation, toydetect), spend 1x, 4x, 16x and 64x the NFEs of one sample (an NFE budget
 of multiple x steps) and measure, for the image the search returns,
 
@@ -20,7 +20,8 @@ Compute: NFEs are counted by the engine's meter (``noisesearch.search`` -> ``Sea
 this script never counts them itself, it only records ``result.accounting``. Shortcuts, all exact:
 
 - **1x is shared.** With one sample's budget every strategy returns the unsearched sample of the
-  prompt's seed (random: N = 1; zero-order: the first pivot; paths: its fill sample, a search
+  prompt's seed (random: N = 1; prune: too small a budget to screen is random search; zero-order:
+  the first pivot; paths: its fill sample, a search
   does not fit; smc: one particle; gradient: zero iterates), so 1x is computed once, by random
   search, and is every strategy's 1x point (the base rate).
 - **Random search by prefixes.** Candidate i of a random search has seed ``seed + i`` whatever
@@ -78,8 +79,16 @@ Searching on toydetect (the detector-based verifier, added later) goes to its ow
 ``--quick``: 6 prompts, 1x/4x/16x, random, zero-order and smc on toyclip, written to a temporary
 folder (about 1-2 min).
 
-Last line: ``RESULT random16=<rate> zero_order16=<rate> paths16=<rate> smc16=<rate> gradient16=<rate> verifier=<v>``,
-ground-truth satisfaction at 16x searching on the first ``--verifiers`` entry (``na``: not run for every prompt).
+Units run in a category-interleaved order of prompts, so a run stopped early has covered a
+category-proportional subset; every table says over how many prompts each figure is.
+
+The tables also pair every strategy against random search on the same prompts and seeds (difference in
+ground-truth satisfaction, its standard error, wins/losses) and list NFEs, verifier calls and decodes
+per search.
+
+Last line: ``RESULT random4=<rate> prune4=<rate> random16=<rate> prune16=<rate> prune16_vs_random_pts=<points>
+prune16_vs_random_se=<points> prompts=<n> verifier=<v>``: ground-truth satisfaction searching on the first
+``--verifiers`` entry over the n prompts where both random search and prune ran (``na``: prune not run).
 """
 
 from __future__ import annotations
@@ -104,7 +113,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts
 from toyworld_scaling import heldout_subset  # noqa: E402
 
-STRATEGIES = ("random", "zero-order", "paths", "smc", "gradient")
+STRATEGIES = ("random", "prune", "zero-order", "paths", "smc", "gradient")
 VERIFIERS = ("toyclip", "toyrelation", "toydetect")  # the embedded world's learned verifiers
 MULTIPLES = (1, 4, 16, 64)
 SEED_STRIDE = 1000  # prompt i searches from seed + SEED_STRIDE * i; more seeds than any search here draws
@@ -112,7 +121,7 @@ FILE_STEM = "scaling_toyworld"
 
 #: seconds of one CPU core per full 20-step sample in each strategy, measured on the development
 #: machine at 4x and 16x (random: batched 64); used only for the estimate printed at the start
-CORE_SECONDS_PER_SAMPLE = {"random": 0.22, "zero-order": 0.45, "paths": 0.41, "smc": 0.30, "gradient": 2.15}
+CORE_SECONDS_PER_SAMPLE = {"random": 0.22, "prune": 0.3, "zero-order": 0.45, "paths": 0.41, "smc": 0.30, "gradient": 2.15}
 
 DEFAULTS = {
     "prompts": 100, "budgets": "1,4,16,64", "strategies": "random,zero-order,paths,smc",
@@ -196,6 +205,16 @@ def plan_units(prompts: Sequence[tuple[int, str, str]], strategies: Sequence[str
                 if mults:
                     units.append(Unit(index, prompt, category, seed, strategy, verifier, mults, (verifier,)))
     return units
+
+
+def interleaved(units: Sequence[Unit]) -> list[Unit]:
+    """``units`` in an order whose every prefix covers the categories in proportion (a stopped run is a
+    category-balanced subset, not the first categories): by (position in category + 1/2) / category size."""
+    by_cat: dict[str, list[int]] = defaultdict(list)
+    for index in sorted({u.index for u in units}):
+        by_cat[next(u.category for u in units if u.index == index)].append(index)
+    rank = {i: (pos + 0.5) / len(ids) for ids in by_cat.values() for pos, i in enumerate(ids)}
+    return sorted(units, key=lambda u: (rank[u.index], u.index))  # stable: a prompt's units stay in plan order
 
 
 def pending(unit: Unit, done: set[tuple]) -> Unit | None:
@@ -292,7 +311,7 @@ def run_random(unit: Unit) -> list[dict[str, Any]]:
             j = int(np.argmax(select[:n]))  # first maximum: ties go to the lowest seed, as in result.ranked()
             rows.append(_row(
                 unit, verifier, n, status="ok", reason=None,
-                nfe=per_candidate * n, network_rows=None, verifier_calls=n,
+                nfe=per_candidate * n, network_rows=None, verifier_calls=n, decoded=n,
                 nfe_source=f"meter of one {top}x random run, first {n} candidates"
                 + ("" if verifier == unit.verifier else f" (searched on {unit.verifier}, re-selected by {verifier})"),
                 candidates=n, best_seed=seeds[j], search_score=float(select[j]),
@@ -328,7 +347,8 @@ def run_strategy(unit: Unit) -> list[dict[str, Any]]:
         acc = result.accounting
         rows.append(_row(
             unit, unit.verifier, m, status="ok", reason=None,
-            nfe=acc.nfe, network_rows=acc.network_rows, verifier_calls=acc.verifier_calls, nfe_source="meter",
+            nfe=acc.nfe, network_rows=acc.network_rows, verifier_calls=acc.verifier_calls, decoded=acc.decoded,
+            nfe_source="meter",
             candidates=len(result.candidates), best_seed=best.seed, search_score=best.score,
             scores={v: float(scores[v][0]) for v in VERIFIERS}, gt=ok, oracle=None,
             seconds=time.perf_counter() - wall, cpu_seconds=time.process_time() - cpu,
@@ -514,9 +534,54 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
                 tag = "" if st["complete"] else f" (n={st['n']})"
                 lines.append(f"| {verifier} | {strategy} | {m}×{tag} | " + " | ".join(parts) + f" | {gt} |")
 
+    lines += ["", *paired_section(cells, n)]
     over = sum((cell_stats(c, n, v) or {}).get("nfe_over_budget", 0) for (s, v, m), c in cells.items())
     lines += ["", f"Rows whose metered NFEs exceed their budget: {over}."]
     return "\n".join(lines) + "\n"
+
+
+def paired_vs_random(cell: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    """A strategy's cell against random search's at the same verifier and multiple, on their common prompts."""
+    common = sorted(i for i, r in cell.items() if r["status"] == "ok" and i in base and base[i]["status"] == "ok")
+    if not common:
+        return None
+    d = [float(cell[i]["gt"]) - float(base[i]["gt"]) for i in common]
+    out = {"n": len(common), "gt": mean_se([float(cell[i]["gt"]) for i in common]),
+           "random_gt": mean_se([float(base[i]["gt"]) for i in common]), "diff": mean_se(d),
+           "wins": sum(x > 0 for x in d), "losses": sum(x < 0 for x in d)}
+    for key in ("nfe", "verifier_calls", "decoded"):
+        vals = [cell[i].get(key) for i in common]
+        out[key] = float(np.mean(vals)) if all(v is not None for v in vals) else math.nan
+    return out
+
+
+def paired_section(cells, n: int) -> list[str]:
+    lines = [
+        "## Paired against random search on the same prompts and seeds",
+        "",
+        "Ground-truth satisfaction of the returned image, the strategy minus random search at the same NFE budget, "
+        "over the prompts both have (mean ± standard error; wins/losses: prompts where only one of the two "
+        "satisfies). NFEs are the budget axis; verifier calls and decodes are what each search also paid per prompt "
+        "(random search: one of each per candidate).",
+        "",
+        "| strategy | search verifier | budget | prompts | GT strategy | GT random | Δ (points) | wins / losses "
+        "| NFEs | verifier calls | decodes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for strategy in STRATEGIES[1:]:
+        for verifier in VERIFIERS:
+            for m in MULTIPLES[1:]:
+                cell = cells.get((strategy, verifier, m))
+                pv = paired_vs_random(cell or {}, cells.get(("random", verifier, m), {}))
+                if pv is None:
+                    continue
+                base = cells[("random", verifier, m)]
+                rnd_calls = float(np.mean([base[i]["verifier_calls"] for i in base]))
+                lines.append(
+                    f"| {strategy} | {verifier} | {m}× | {pv['n']} | {_pct(pv['gt'])} | {_pct(pv['random_gt'])} | "
+                    f"{100 * pv['diff'][0]:+.1f} ± {100 * pv['diff'][1]:.1f} | {pv['wins']} / {pv['losses']} | "
+                    f"{pv['nfe']:.0f} | {pv['verifier_calls']:.1f} (random {rnd_calls:.0f}) | {pv['decoded']:.1f} |")
+    return lines
 
 
 def plot(cells, n: int, path: Path) -> None:
@@ -527,7 +592,7 @@ def plot(cells, n: int, path: Path) -> None:
 
     verifiers = [v for v in VERIFIERS if any(k[1] == v and k[2] > 1 for k in cells)] or [VERIFIERS[0]]
     fig, axes = plt.subplots(2, len(verifiers), figsize=(5.2 * len(verifiers), 7.0), dpi=120, squeeze=False)
-    colours = dict(zip(STRATEGIES, ("C0", "C1", "C2", "C3", "C4")))
+    colours = dict(zip(STRATEGIES, ("C0", "C5", "C1", "C2", "C3", "C4")))
     for col, verifier in enumerate(verifiers):
         for k, strategy in enumerate(STRATEGIES):
             pts = []
@@ -564,13 +629,19 @@ def plot(cells, n: int, path: Path) -> None:
 
 
 def result_line(cells, n: int, verifier: str = "toyclip") -> str:
-    """Ground-truth satisfaction at 16x of each strategy searching on ``verifier``."""
-    parts = []
-    for strategy in STRATEGIES:
-        st = cell_stats(cells.get((strategy, verifier, 16), {}), n, verifier)
-        ok = st is not None and "skipped" not in st and st["complete"]
-        parts.append(f"{strategy.replace('-', '_')}16=" + (f"{st['gt'][0]:.3f}" if ok else "na"))
-    return "RESULT " + " ".join(parts) + f" verifier={verifier}"
+    """Ground-truth satisfaction of random search and prune at 4x and 16x searching on ``verifier``, and
+    prune's paired difference from random search at 16x (points, standard error), over the prompts where
+    both ran (``prompts=``; ``na``: prune not run there)."""
+    parts, count = [], 0
+    for m in (4, 16):
+        pv = paired_vs_random(cells.get(("prune", verifier, m), {}), cells.get(("random", verifier, m), {}))
+        parts.append(f"random{m}=" + (f"{pv['random_gt'][0]:.3f}" if pv else "na"))
+        parts.append(f"prune{m}=" + (f"{pv['gt'][0]:.3f}" if pv else "na"))
+        if m == 16:
+            parts.append("prune16_vs_random_pts=" + (f"{100 * pv['diff'][0]:+.1f}" if pv else "na"))
+            parts.append("prune16_vs_random_se=" + (f"{100 * pv['diff'][1]:.1f}" if pv else "na"))
+            count = pv["n"] if pv else 0
+    return "RESULT " + " ".join(parts) + f" prompts={count} verifier={verifier}"
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -661,6 +732,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     done = {row_key(r) for r in usable}
     units = [u for u in (pending(u, done) for u in plan_units(prompts, strategies, verifiers, budgets, max_multiple,
                                                                 settings)) if u is not None]
+    units = interleaved(units)
     core_s = sum(estimate_core_seconds(u, steps) for u in units)
     speed = min(args.workers, max(1, len(units))) * (1 + 0.6 * (args.threads - 1))
     caps = ", ".join(f"{v} to {max_multiple[v]}x" for v in verifiers)

@@ -28,6 +28,7 @@ class Accounting:
     network_calls: int = 0  # forward calls of the denoiser (batches)
     padded_rows: int = 0  # bucket-padding rows a compiled denoiser computed and discarded (not in nfe or network_rows)
     verifier_calls: int = 0  # images scored by the verifier
+    decoded: int = 0  # latents decoded to images by a search (finished candidates and scored previews)
     prior_calls: int = 0  # noises produced by a learned prior (e.g. NPNet), not counted in nfe
     chunk_size: int = 0  # candidates per network call at the end of the search (halved on out-of-memory)
     oom_retries: int = 0  # chunks retried at half size after running out of memory

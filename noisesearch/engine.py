@@ -223,10 +223,20 @@ class SearchContext:
         return self.core.renoise(trajectory, to_step, noise)
 
     def preview(self, trajectory: Trajectory, fresh: bool = False) -> torch.Tensor:
+        """x0 previews [B, *latent]: free from the last evaluation, or ``fresh`` (one NFE per candidate,
+        paid once: continuing the trajectory from this state reuses that evaluation)."""
         return self.core.preview(trajectory, fresh=fresh)
 
+    def lookahead(self, trajectory: Trajectory, jumps: int = 2) -> torch.Tensor:
+        """Estimated final x0 [B, *latent] from ``jumps`` large DDIM jumps ahead (``jumps + 1`` NFEs per
+        candidate, the first one cached so that continuing from this state does not pay it again);
+        see :meth:`~noisesearch.core.sampler.DenoisingCore.lookahead`."""
+        return self.core.lookahead(trajectory, jumps=jumps)
+
     def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
-        return self.core.decode(latents, grad=grad)
+        images = self.core.decode(latents, grad=grad)
+        self.meter.acc.decoded += latents.shape[0]
+        return images
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None = None, grad: bool = False) -> torch.Tensor:
         """Verifier scores [B]; non-finite images or scores come back as -inf.

@@ -63,6 +63,23 @@ class CoreConfig:
                 raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {v!r}")
 
 
+@dataclass(frozen=True)
+class EvalCache:
+    """A network evaluation already paid for at a trajectory's current state.
+
+    Valid only for the very tensor ``x`` it was computed on, at ``step``: any change of state
+    (a solver step, re-noising, churn) makes a new tensor and so invalidates it without bookkeeping.
+    """
+
+    x: torch.Tensor  # [B, *latent] the state that was evaluated (compared by identity)
+    step: int  # the step it was evaluated at
+    x0: torch.Tensor  # [B, *latent] data prediction
+    eps: torch.Tensor  # [B, *latent] noise prediction
+
+    def valid_for(self, trajectory: Trajectory) -> bool:
+        return self.x is trajectory.x and self.step == trajectory.step
+
+
 @dataclass
 class Trajectory:
     """A batch of B candidates, all about to take step ``step`` of the core's schedule."""
@@ -73,6 +90,11 @@ class Trajectory:
     seeds: list[int]  # [B] candidate seeds
     x0: torch.Tensor | None = None  # [B, *latent] data prediction of the last evaluation
     x0_step: int = -1  # step at which x0 was evaluated (-1: none)
+    cache: EvalCache | None = None  # an evaluation at the current state (preview/lookahead) that run() reuses
+
+    def cached(self) -> EvalCache | None:
+        """The evaluation of the current state, if one was already paid for."""
+        return self.cache if self.cache is not None and self.cache.valid_for(self) else None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -80,13 +102,18 @@ class Trajectory:
     def select(self, index: Sequence[int] | torch.Tensor) -> Trajectory:
         """Candidates at ``index`` (repeats allowed, as in resampling)."""
         idx = torch.as_tensor(index, dtype=torch.long)
+        x = self.x.index_select(0, idx.to(self.x.device))
+        c = self.cached()
         return Trajectory(
-            x=self.x.index_select(0, idx.to(self.x.device)),
+            x=x,
             step=self.step,
             prompt_index=self.prompt_index.index_select(0, idx.to(self.prompt_index.device)),
             seeds=[self.seeds[int(i)] for i in idx],
             x0=None if self.x0 is None else self.x0.index_select(0, idx.to(self.x0.device)),
             x0_step=self.x0_step,
+            cache=None if c is None else EvalCache(
+                x, self.step, c.x0.index_select(0, idx.to(c.x0.device)), c.eps.index_select(0, idx.to(c.eps.device))
+            ),
         )
 
     @staticmethod
@@ -98,13 +125,17 @@ class Trajectory:
         if len(steps) != 1:
             raise ValueError(f"trajectories are at different steps {sorted(steps)}")
         with_x0 = all(p.x0 is not None and p.x0_step == parts[0].x0_step for p in parts)
+        caches = [p.cached() for p in parts]
+        x = torch.cat([p.x for p in parts])
         return Trajectory(
-            x=torch.cat([p.x for p in parts]),
+            x=x,
             step=parts[0].step,
             prompt_index=torch.cat([p.prompt_index for p in parts]),
             seeds=[s for p in parts for s in p.seeds],
             x0=torch.cat([p.x0 for p in parts]) if with_x0 else None,  # type: ignore[misc]
             x0_step=parts[0].x0_step if with_x0 else -1,
+            cache=EvalCache(x, parts[0].step, torch.cat([c.x0 for c in caches]), torch.cat([c.eps for c in caches]))  # type: ignore[union-attr]
+            if all(c is not None for c in caches) else None,
         )
 
 
@@ -264,7 +295,10 @@ class DenoisingCore:
             raise ValueError(f"cannot run from step {trajectory.step} to step {until} (schedule has {n} steps)")
         if until == trajectory.step:
             return trajectory
-        self.meter.reserve(len(trajectory) * (until - trajectory.step))
+        # an evaluation of the current state already paid for (preview, lookahead) is not paid again;
+        # with grad it is recomputed, since the cached one carries no graph
+        cache = None if grad else trajectory.cached()
+        self.meter.reserve(len(trajectory) * (until - trajectory.step - (cache is not None)))
 
         def run_chunk(sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
             x = trajectory.x[sl]
@@ -273,7 +307,10 @@ class DenoisingCore:
             x0_step = trajectory.x0_step
             for step in range(trajectory.step, until):
                 prev = x0 if x0_step == step - 1 else None
-                new_x0, eps = self._evaluate_chunk(x, step, pidx)
+                if cache is not None and step == trajectory.step:
+                    new_x0, eps = cache.x0[sl], cache.eps[sl]
+                else:
+                    new_x0, eps = self._evaluate_chunk(x, step, pidx)
                 x = solver_step(self.schedule, step, x, new_x0, eps, prev)
                 x0, x0_step = new_x0, step
                 if callback is not None:
@@ -296,16 +333,78 @@ class DenoisingCore:
     def preview(self, trajectory: Trajectory, fresh: bool = False) -> torch.Tensor:
         """The data prediction ``x0`` of each candidate.
 
-        By default this is the free prediction of the last network evaluation (made at step
+        By default this is the free prediction of the most recent network evaluation (an
+        evaluation of the current state when one was already made, else the last solver step's at
         ``trajectory.x0_step``); a finished trajectory returns its final latents. ``fresh=True``
-        evaluates the network at the current state (one NFE per candidate).
+        evaluates the network at the current state (one NFE per candidate, none when that
+        evaluation was already paid for). A fresh evaluation is kept on the trajectory
+        (:meth:`Trajectory.cached`), and :meth:`run` continuing from this state reuses it instead of
+        paying for the same call again.
         """
+        cache = trajectory.cached()
+        if cache is not None:
+            return cache.x0
         if trajectory.step == self.schedule.num_steps and not fresh:
             return trajectory.x
         if fresh or trajectory.x0 is None:
-            trajectory.x0 = self._evaluate(trajectory)[0]
-            trajectory.x0_step = trajectory.step
+            return self.evaluate_cached(trajectory).x0
         return trajectory.x0
+
+    @torch.no_grad()
+    def evaluate_cached(self, trajectory: Trajectory) -> EvalCache:
+        """The network's ``(x0, eps)`` at the current state, evaluated at most once per state.
+
+        The first call pays one NFE per candidate and stores the result on ``trajectory``; later
+        calls, and :meth:`run` continuing from this state, reuse it.
+        """
+        cache = trajectory.cached()
+        if cache is None:
+            x0, eps = self._evaluate(trajectory)
+            cache = EvalCache(trajectory.x, trajectory.step, x0, eps)
+            trajectory.cache = cache
+        return cache
+
+    @staticmethod
+    def lookahead_steps(step: int, num_steps: int, jumps: int) -> list[int]:
+        """The steps a ``jumps``-jump lookahead from ``step`` evaluates after ``step`` itself.
+
+        Evenly spaced over what is left of the schedule, never reaching its end:
+        ``step + round(j·(n − step)/(jumps + 1))`` for j = 1..jumps, kept strictly increasing and
+        below n (so fewer than ``jumps`` when too few steps remain).
+        """
+        out: list[int] = []
+        for j in range(1, jumps + 1):
+            s = step + int(j * (num_steps - step) / (jumps + 1) + 0.5)
+            if (not out or s > out[-1]) and step < s < num_steps:
+                out.append(s)
+        return out
+
+    @torch.no_grad()
+    def lookahead(self, trajectory: Trajectory, jumps: int = 2) -> torch.Tensor:
+        """An estimate of each candidate's final ``x0`` from a few large DDIM jumps ahead.
+
+        Lookahead as in DSearch (Li et al. 2025): evaluate the current state (cached: a later
+        :meth:`run` from here does not pay for it again), then ``jumps`` times move the state along
+        the prediction with the first-order DDIM/flow rule ``x = α_s·x0 + σ_s·ε`` straight to a
+        later step ``s`` (:meth:`lookahead_steps`) and evaluate there; the last evaluation's ``x0``
+        is the estimate. Costs ``jumps + 1`` NFEs per candidate (``jumps`` when the current state
+        was already evaluated), all metered. The trajectory itself does not move.
+        Returns [B, *latent] float32; a finished trajectory returns its final latents.
+        """
+        if not isinstance(jumps, int) or jumps < 0:
+            raise ValueError(f"jumps must be an integer >= 0, got {jumps!r}")
+        n = self.schedule.num_steps
+        if trajectory.step == n:
+            return trajectory.x
+        targets = self.lookahead_steps(trajectory.step, n, jumps)
+        self.meter.reserve(len(trajectory) * (len(targets) + (trajectory.cached() is None)))
+        first = self.evaluate_cached(trajectory)
+        x0, eps = first.x0, first.eps
+        for s in targets:
+            alpha, sigma = self.schedule.level(s)
+            ahead = Trajectory(alpha * x0 + sigma * eps, s, trajectory.prompt_index, trajectory.seeds)
+            x0, eps = self._evaluate(ahead)
+        return x0
 
     def _evaluate(self, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
         """One metered network evaluation of every candidate at its current step: ``(x0, eps)``."""
@@ -330,9 +429,10 @@ class DenoisingCore:
         """
         if not 0 <= to_step < trajectory.step:
             raise ValueError(f"inversion goes to an earlier step: {trajectory.step} -> {to_step}")
-        x0, eps = self._evaluate(trajectory)
+        cache = self.evaluate_cached(trajectory)  # reuses a preview of this state already paid for
+        x0, eps = cache.x0, cache.eps
         alpha, sigma = self.schedule.level(to_step)
-        return replace(trajectory, x=alpha * x0 + sigma * eps, step=to_step, x0=None, x0_step=-1)
+        return replace(trajectory, x=alpha * x0 + sigma * eps, step=to_step, x0=None, x0_step=-1, cache=None)
 
     @torch.no_grad()
     def text_embeddings(self, prompts: Sequence[str], key: str = "encoder_hidden_states") -> torch.Tensor:
@@ -351,7 +451,7 @@ class DenoisingCore:
         x = renoise_latents(
             trajectory.x, self.schedule.level(trajectory.step), self.schedule.level(to_step), noise.to(trajectory.x.device)
         )
-        return replace(trajectory, x=x, step=to_step, x0=None, x0_step=-1)
+        return replace(trajectory, x=x, step=to_step, x0=None, x0_step=-1, cache=None)
 
     def decode(self, latents: torch.Tensor, grad: bool = False) -> torch.Tensor:
         """Latents [B, *latent] -> images [B, 3, H, W] float32 in [0, 1], chunked (``grad``: keep the graph)."""

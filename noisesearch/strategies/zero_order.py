@@ -8,6 +8,15 @@ the pivot and does not give a default λ for text-to-image. We follow the commun
 pivot is scored alongside its neighbours (here its score is reused, never recomputed), and a round in
 which no neighbour beats the pivot is rejected and the search restarts from a fresh base noise (the
 authors report that ZO otherwise converges to a fixed point).
+
+Defaults for verifiers whose score is nearly pass/fail (``toydetect``'s log-probability, GenEval-like
+detectors): a neighbour at λ = 0.95 inherits its pivot's outcome most of the time, so neighbours of a
+failing pivot are nearly wasted (measured by ``benchmarks/zero_order_neighbourhood.py`` on
+training-split prompts; README). Two changes follow: neighbours are drawn at λ = 0.8 by default, and
+each round also samples ``fresh`` new base noises that compete with the neighbours for the pivot
+(the best of pivot, neighbours and fresh noises becomes the next pivot), so a failing pivot is
+replaced as soon as any fresh noise does better. The community settings stay reachable:
+``cosine=0.95, fresh=0``.
 """
 
 from __future__ import annotations
@@ -58,11 +67,13 @@ class ZeroOrderSearch:
         "--zo-neighbors": "neighbors",
         "--zo-cosine": "cosine",
         "--zo-restart/--zo-no-restart": "restart",
+        "--zo-fresh": "fresh",
     }
 
     neighbors: int = 2  # N, neighbours per round (paper: 2 for text-to-image, 2 or 4 on ImageNet)
-    cosine: float = 0.95  # λ, cosine similarity of a neighbour to the pivot (community implementation; paper gives none)
-    restart: bool = True  # reject a round no neighbour wins and draw a fresh base noise (community implementation)
+    cosine: float = 0.8  # λ, cosine similarity of a neighbour to the pivot (community implementation: 0.95; paper gives none)
+    restart: bool = True  # reject a round nothing wins and draw a fresh base noise (community implementation)
+    fresh: int = 1  # new base noises sampled in every round beside the neighbours, competing for the pivot (community: 0)
 
     def __post_init__(self) -> None:
         if not isinstance(self.neighbors, int) or self.neighbors < 1:
@@ -71,6 +82,8 @@ class ZeroOrderSearch:
             raise ValueError(
                 f"cosine must be in [0, 1), got {self.cosine!r}: 1 would copy the pivot, lower values step further from it"
             )
+        if not isinstance(self.fresh, int) or self.fresh < 0:
+            raise ValueError(f"fresh must be an integer >= 0 (new base noises per round), got {self.fresh!r}")
 
     def run(self, ctx: SearchContext) -> None:
         n = ctx.steps
@@ -97,18 +110,28 @@ class ZeroOrderSearch:
                 noises.append(neighbours(pivot_noise, directions, self.cosine).to(pivot_noise.device))
             seeds += nb_seeds
             infos += [{"role": "neighbor", "parent": pivot_seed} for _ in nb_seeds]
+            # 2b. fresh base noises competing for the pivot (after the neighbours: those come first)
+            f = max(0, min(self.fresh, room - len(seeds))) if k else 0
+            fr_seeds = ctx.new_seeds(f)
+            if f:
+                noises.append(ctx.initial_noise(fr_seeds))
+            seeds += fr_seeds
+            infos += [{"role": "fresh"} for _ in fr_seeds]
             # 3. sample and score the whole round in one batch   [len(seeds)] scores
             scores = ctx.finish(ctx.start(seeds, noise=torch.cat(noises)), round=rnd, info=infos)
             if fresh:
                 pivot_score = float(scores[0])
-            nb_scores = scores[len(scores) - k :]
-            # 4. the best neighbour becomes the pivot if it beats it; otherwise reject the round
+            # challengers: the neighbours then the fresh noises, in seed order   [k + f]
+            ch_scores = scores[len(scores) - k - f :]
+            ch_seeds = nb_seeds + fr_seeds
+            ch_noise = torch.cat(noises)[len(seeds) - k - f :]
+            # 4. the best challenger becomes the pivot if it beats it; otherwise reject the round
             note, fresh = "no neighbour fitted in the budget", False
             if k:
-                j = int(torch.argmax(nb_scores))
-                if float(nb_scores[j]) > pivot_score:
-                    pivot_seed, pivot_noise, pivot_score = nb_seeds[j], noises[-1][j], float(nb_scores[j])
-                    note = f"pivot -> seed {pivot_seed}"
+                j = int(torch.argmax(ch_scores))
+                if float(ch_scores[j]) > pivot_score:
+                    pivot_seed, pivot_noise, pivot_score = ch_seeds[j], ch_noise[j], float(ch_scores[j])
+                    note = f"pivot -> seed {pivot_seed}" + (" (fresh)" if j >= k else "")
                 elif self.restart:
                     fresh, note = True, "rejected: fresh base noise"
                 else:

@@ -48,11 +48,11 @@ def test_accounting_equals_actual_calls(guidance, rows_per_candidate):
     seeds = list(range(10))
     traj = core.run(core.start(core.initial_noise(seeds), ["p", "q"] * 5, seeds), until=3)
     core.preview(traj, fresh=True)
-    core.run(traj)
+    core.run(traj)  # step 3's evaluation was paid by the fresh preview: only step 4 is new
     acc = core.meter.acc
-    assert stub.calls == acc.network_calls == 3 * 3 + 3 + 2 * 3  # chunks of 4,4,2 per evaluation
+    assert stub.calls == acc.network_calls == 3 * 3 + 3 + 1 * 3  # chunks of 4,4,2 per evaluation
     assert stub.rows == acc.network_rows == rows_per_candidate * acc.nfe
-    assert acc.nfe == 10 * 3 + 10 + 10 * 2
+    assert acc.nfe == 10 * 3 + 10 + 10 * 1
     assert sorted(stub.encoded) == ["p", "q"]  # each prompt encoded once
 
 
@@ -104,7 +104,9 @@ def test_preview_is_free_after_a_step_and_costs_one_nfe_when_fresh():
     assert core.preview(traj).shape == (1, 4, 8, 8)
     assert core.meter.acc.nfe == before
     core.preview(traj, fresh=True)
-    assert core.meter.acc.nfe == before + 1 and traj.x0_step == 2
+    assert core.meter.acc.nfe == before + 1 and traj.cached() is not None and traj.cached().step == 2
+    core.preview(traj, fresh=True)  # the same state again: already paid for
+    assert core.meter.acc.nfe == before + 1
 
 
 def test_flow_euler_matches_diffusers_flow_match_scheduler():

@@ -56,7 +56,8 @@ def test_potentials_by_hand():
 
 
 def test_scored_steps_follow_the_schedule():
-    assert SMCSearch().scored_steps(20) == [4, 9, 14]
+    assert SMCSearch().scored_steps(20) == [8, 13]  # from 0.4 of the schedule
+    assert SMCSearch(start=0.2).scored_steps(20) == [4, 9, 14]  # FK's start
     assert SMCSearch(resample_every=1, start=0.0, end=1.0).scored_steps(5) == [1, 2, 3, 4]
     assert SMCSearch(resample_every=0).scored_steps(20) == [] == SMCSearch(lam=0.0).scored_steps(20)
 
@@ -97,8 +98,42 @@ def test_particles_are_chunked_into_batches_when_asked():
     assert r.accounting.nfe == 100
 
 
+def test_standardized_rewards_make_the_potential_scale_free():
+    """Multiplying the verifier's scores by 1000 changes nothing with standardised rewards: same
+    resampling, same particles; with FK's raw rewards it does."""
+    from noisesearch.strategies.smc import standardized
+    from noisesearch.verifiers.base import CallableVerifier
+    from strategy_world import colour_score
+
+    z = standardized(torch.tensor([1.0, 2.0, 3.0, -math.inf], dtype=torch.float64))
+    assert torch.allclose(z[:3], torch.tensor([-1.2247, 0.0, 1.2247], dtype=torch.float64), atol=1e-4)
+    assert z[3] == -math.inf
+    assert torch.equal(standardized(torch.ones(3)), torch.zeros(3))
+
+    def run(scale, **options):
+        v = CallableVerifier(lambda im, p: scale * colour_score(im, p), name=f"colour x{scale}")
+        return noisesearch.search(GaussianWorld(), "p", strategy="smc", strategy_options={"resample_every": 2, **options},
+                                  verifier=v, budget=160, steps=10, seed=3)
+
+    a, b = run(1.0), run(1000.0)
+    assert [c.info for c in a.candidates] == [c.info for c in b.candidates]
+    assert [h.note for h in a.history] == [h.note for h in b.history]
+    raw_a, raw_b = run(1.0, standardize=False, lam=10.0), run(1000.0, standardize=False, lam=10.0)
+    assert [h.note for h in raw_a.history] != [h.note for h in raw_b.history]
+
+
+def test_lookahead_scored_particles_stay_within_the_budget():
+    stub_budget = 97
+    r = smc(budget=stub_budget, lookahead=2, resample_every=2)
+    per = SMCSearch(lookahead=2, resample_every=2).particle_cost(10)
+    # scored at steps 4, 6, 8: lookaheads of 3, 3 and 2 NFEs (from step 8 only step 9 is left to jump to)
+    assert SMCSearch(resample_every=2).scored_steps(10) == [4, 6, 8] and per == 10 + 3 + 3 + 2
+    assert r.accounting.nfe <= stub_budget and stub_budget - r.accounting.nfe < 10
+    assert any("ESS" in h.note for h in r.history)
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"particles": -1}, {"potential": "mean"}, {"lam": -1.0}, {"ess_threshold": 1.5},
+    "kwargs", [{"particles": -1}, {"lookahead": -1}, {"potential": "mean"}, {"lam": -1.0}, {"ess_threshold": 1.5},
                {"start": 0.9, "end": 0.1}, {"resampler": "stratified"}, {"churn": 2.0}]
 )
 def test_bad_options_are_refused(kwargs):
