@@ -26,9 +26,6 @@ from noisesearch.request import verifier_spec
 from noisesearch.verifiers.base import Verifier, check_prompt
 from noisesearch.verifiers.spec import VerifierSpec
 
-# kept for callers of the earlier private name
-_ensure_registrations = ensure_registrations
-
 __all__ = ["budget_from", "resolve_strategy", "resolve_verifier", "run_resolved", "search", "verifier_spec"]
 
 

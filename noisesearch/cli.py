@@ -77,19 +77,6 @@ def _install_sigterm_as_interrupt() -> None:
         pass
 
 
-def _noise_prior(prior: str, strategy: str, checkpoint: Optional[Path], family: str) -> Any:
-    """The NPNet prior when ``--prior npnet`` or ``--strategy npnet`` asks for it, else None."""
-    if prior not in ("none", "npnet"):
-        raise ValueError(f"unknown --prior {prior!r}; choose 'none' or 'npnet'")
-    if prior == "none" and strategy != "npnet":
-        if checkpoint is not None:
-            raise ValueError("--npnet-checkpoint needs --prior npnet or --strategy npnet")
-        return None
-    from noisesearch.npnet.prior import NPNetPrior, default_checkpoint, load_cached
-
-    return NPNetPrior(load_cached(checkpoint if checkpoint is not None else default_checkpoint(family)))
-
-
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
@@ -157,6 +144,8 @@ def run(
         max_batch_value = parse_max_batch(max_batch)
         if not 0 <= seed < 2**63:  # candidate seeds seed+i must fit torch's 64-bit generator seeds
             raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
+        if npnet_checkpoint is not None and prior != "npnet" and strategy != "npnet":
+            raise UserError("--npnet-checkpoint needs --prior npnet or --strategy npnet")
         from noisesearch.outputs import check_output_dir
         from noisesearch.report import OUTPUT_FILES
 
@@ -165,47 +154,47 @@ def run(
         fail(str(e))
         return
 
-    from noisesearch.api import resolve_strategy, resolve_verifier, search
-    from noisesearch.models import load_model
+    from noisesearch.api import run_resolved
     from noisesearch.report import slug, write_outputs
+    from noisesearch.request import Sampling, SearchRequest, ensure_registrations, resolve
     from noisesearch.verifiers.base import check_prompt
 
     _install_sigterm_as_interrupt()
     results = []
     try:
-        # fail on unknown names before loading anything heavy
-        from noisesearch.api import _ensure_registrations, verifier_spec
-
-        _ensure_registrations()
-        if verifier is not None:  # the spec, its options and any ensemble members, before any model loads
-            verifier = str(verifier_spec(verifier))
         from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 
+        ensure_registrations()
         strategy_options = load_strategy_file(strategy, strategy_config) if strategy_config else {}
         strategy_options.update(parse_strategy_args(strategy, ctx.args))
-        strat = resolve_strategy(strategy, strategy_options)  # validates values before any loading
-        from noisesearch.core.schedule import SOLVERS
-
-        if scheduler is not None and scheduler not in SOLVERS:
-            raise ValueError(f"unknown scheduler {quote(scheduler)}; choose one of: {', '.join(SOLVERS)}")
-        if npnet_checkpoint is not None and (prior == "npnet" or strategy == "npnet"):
+        request = SearchRequest(
+            model=model,
+            strategy=strategy,
+            strategy_options=strategy_options,
+            verifier=verifier,
+            budget=budget,
+            candidates=candidates,
+            seed=seed,
+            sampling=Sampling(steps, guidance, scheduler, height, width, max_batch=max_batch_value),
+            prior=prior,
+            npnet_checkpoint=npnet_checkpoint,
+            device=device,
+            dtype=dtype,
+            compile=compile,
+        )
+        request.check()  # names, options and values (verifier spec and ensemble members too): nothing loaded yet
+        if npnet_checkpoint is not None:
             from noisesearch.npnet.prior import load_cached
 
             load_cached(npnet_checkpoint)  # a bad file is named before the model loads (cached for the run)
         from noisesearch.quiet import library_output
 
         library_output(verbose)
-        adapter = load_model(model, device=device, dtype=dtype, compile=compile)
-        if adapter.info.family == "tiny-random":
+        resolved = resolve(request)
+        if resolved.adapter.info.family == "tiny-random":
             console.print("[yellow]note:[/] using a tiny RANDOM-WEIGHT pipeline: images are noise-like by design")
-        rec = adapter.info.details
-        from noisesearch.api import budget_from
-
-        budget_from(budget, candidates, steps if steps is not None else int(rec.get("steps", 20)))
-        verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
         for text in prompts:  # all prompts up front: no run stops halfway on a prompt it cannot score
-            check_prompt(verif, text)
-        noise_prior = _noise_prior(prior, strategy, npnet_checkpoint, adapter.info.family)
+            check_prompt(resolved.verifier, text)
     except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
@@ -235,23 +224,7 @@ def run(
                 bar.update(task, completed=used, total=total)
 
             try:
-                result = search(
-                    adapter,
-                    text,
-                    strategy=strat,
-                    verifier=verif,
-                    budget=budget,
-                    candidates=candidates,
-                    seed=seed,
-                    steps=steps,
-                    guidance=guidance,
-                    scheduler=scheduler,
-                    height=height,
-                    width=width,
-                    max_batch=max_batch_value,
-                    prior=noise_prior,
-                    progress=progress,
-                )
+                result = run_resolved(resolved, text, progress=progress)
             except KeyboardInterrupt:
                 interrupted = True
                 break
@@ -281,10 +254,10 @@ def run(
 @app.command()
 def strategies() -> None:
     """List the search strategies."""
-    from noisesearch.api import _ensure_registrations
+    from noisesearch.request import ensure_registrations
     from noisesearch.strategies import available_strategies
 
-    _ensure_registrations()
+    ensure_registrations()
     from noisesearch.strategies.base import _STRATEGIES
 
     table = Table("strategy", "description", "flags for `noisesearch run`")
@@ -296,12 +269,12 @@ def strategies() -> None:
 @app.command()
 def verifiers() -> None:
     """List the registered verifiers."""
-    from noisesearch.api import _ensure_registrations
+    from noisesearch.request import ensure_registrations
     from noisesearch.verifiers import available_verifiers
 
     from noisesearch.verifiers.catalog import scan
 
-    _ensure_registrations()
+    ensure_registrations()
     local = {a.name: a for a in scan()}
     table = Table("verifier", "description", "local weights")
     for name, desc in available_verifiers().items():

@@ -131,8 +131,10 @@ class SearchRequest:
         self.sampling.check()
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer >= 0 and < 2**63, got {self.seed!r}")
-        if isinstance(self.model, str) and not self.model.strip():
-            raise ValueError("model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
+        if isinstance(self.model, str):
+            from noisesearch.models import check_model
+
+            check_model(self.model)  # offline, reads no weights: an unknown or uncached name fails here
         if isinstance(self.strategy, str):
             build_strategy(self.strategy, self.strategy_options)
         elif self.strategy_options:

@@ -57,6 +57,7 @@ import torch
 from noisesearch.paths import user_path
 from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
+from noisesearch.request import Sampling
 from noisesearch.verifiers.spec import VerifierSpec
 from noisesearch.usertext import abbreviate, quote
 
@@ -241,6 +242,13 @@ class SweepConfig:
             object.__setattr__(self, "guidance", float(self.guidance))
 
     # --- serialisation ----------------------------------------------------------------------
+    @property
+    def sampling(self) -> Sampling:
+        """The sampling settings every row of the sweep shares (the same type a single run uses)."""
+        return Sampling(
+            self.steps, self.guidance, self.scheduler, self.height, self.width, self.negative_prompt, self.max_batch
+        )
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
@@ -335,7 +343,7 @@ class SweepConfig:
     # --- checks that need the registries ----------------------------------------------------
     def check_names(self) -> None:
         """Imports ``imports`` and checks strategy, verifier and scheduler names and options."""
-        from noisesearch.api import _ensure_registrations
+        from noisesearch.request import ensure_registrations
         from noisesearch.core.schedule import SOLVERS
         from noisesearch.strategies import make_strategy
         from noisesearch.verifiers import available_verifiers
@@ -345,7 +353,7 @@ class SweepConfig:
                 importlib.import_module(module)
             except ImportError as e:
                 raise ValueError(f"sweep config key 'imports': cannot import {module!r} ({e}); check PYTHONPATH") from e
-        _ensure_registrations()
+        ensure_registrations()
         verifiers = available_verifiers()
         for key in ("search_verifiers", "eval_verifiers"):
             for text in getattr(self, key):
@@ -844,28 +852,22 @@ class _Runner:
         return [_finite(float(s)) for s in scores.detach().float().cpu()]
 
     def run(self, item: WorkItem) -> dict[str, Any]:
-        from noisesearch.api import search
+        from noisesearch.api import run_resolved
+        from noisesearch.request import SearchRequest, resolve
 
         cfg = self.config
         start = time.perf_counter()
         adapter = self.model(item.model)
-        result = search(
-            adapter,
-            item.prompt.text,
+        request = SearchRequest(
             strategy=item.strategy.name,
             strategy_options=item.strategy.options_dict,
             verifier=self.verifier(item.search_verifier, adapter.device),
             budget=item.budget,
             seed=item.seed,
-            steps=cfg.steps,
-            guidance=cfg.guidance,
-            scheduler=cfg.scheduler,
-            height=cfg.height,
-            width=cfg.width,
-            negative_prompt=cfg.negative_prompt,
-            max_batch=cfg.max_batch,
+            sampling=cfg.sampling,
             prior=self.prior(item.strategy, adapter),
         )
+        result = run_resolved(resolve(request, adapter), item.prompt.text)
         if result.partial:  # interrupted inside the search: never record a partial row as complete
             raise KeyboardInterrupt
         eval_start = time.perf_counter()

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from noisesearch.api import _ensure_registrations
+from noisesearch.request import ensure_registrations
 from noisesearch.cli import app
 from noisesearch.models import TOYWORLD_DIR
 from noisesearch.outputs import OutputError, check_output_dir, check_output_file
@@ -46,7 +46,7 @@ def _picky(device="cpu") -> CallableVerifier:
     return _Picky(lambda images, prompts: images[:, 1].mean(dim=(1, 2)), name=PICKY)
 
 
-_ensure_registrations()
+ensure_registrations()
 runner = CliRunner()
 HAS_TOYWORLD = (TOYWORLD_DIR / "model_index.json").exists()
 

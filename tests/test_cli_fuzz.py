@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from noisesearch.api import _ensure_registrations
+from noisesearch.request import ensure_registrations
 from noisesearch.cli import app
 from noisesearch.core.schedule import SOLVERS
 from noisesearch.models import resolve_device
@@ -39,7 +39,7 @@ def _fuzz_red(device="cpu") -> CallableVerifier:
     return CallableVerifier(lambda images, prompts: images[:, 0].mean(dim=(1, 2)), name=VERIFIER)
 
 
-_ensure_registrations()
+ensure_registrations()
 runner = CliRunner()
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

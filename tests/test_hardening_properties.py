@@ -24,16 +24,17 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import noisesearch
-from noisesearch.api import _ensure_registrations, budget_from
+from noisesearch.api import budget_from
+from noisesearch.request import ensure_registrations
 from noisesearch.core.sampler import MAX_SIDE, MAX_STEPS, CoreConfig
 from noisesearch.strategies.base import _STRATEGIES, make_strategy
 from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 from noisesearch.testing import StubAdapter
 
-_ensure_registrations()
+ensure_registrations()
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-CORE_STRATEGIES = ["random", "zero-order", "paths", "smc", "gradient"]  # the five, with stub-cheap options
+CORE_STRATEGIES = ["random", "zero-order", "paths", "smc", "gradient"]  # the five core strategies, with stub-cheap options
 FLAG_STRATEGIES = sorted(n for n, c in _STRATEGIES.items() if getattr(c, "cli_options", None))
 ALL_STRATEGIES = sorted(_STRATEGIES)
 

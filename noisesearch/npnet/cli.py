@@ -69,11 +69,9 @@ def collect_command(
     """Collect NPD pairs by re-denoise sampling: (x_T, x'_T) kept when x'_T's image scores higher."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from noisesearch.api import resolve_verifier
-    from noisesearch.core.sampler import CoreConfig
-    from noisesearch.models import load_model
     from noisesearch.npnet.collect import CollectConfig, collect
     from noisesearch.prompts import PromptError, load_prompts
+    from noisesearch.request import Sampling, SearchRequest, resolve
 
     try:
         if max_shards is not None and max_shards < 1:
@@ -83,15 +81,15 @@ def collect_command(
 
         out_dir = check_output_dir(out)
         items = [p.text for p in load_prompts(prompts)]
+        # the same request as a search: model defaults, verifier spec and checks in one place
+        request = SearchRequest(model=model, verifier=verifier, sampling=Sampling(steps, guidance, max_batch=max_batch),
+                                device=device, dtype=dtype)
+        request.check()
         from noisesearch.quiet import library_output
 
         library_output(verbose)
-        adapter = load_model(model, device=device, dtype=dtype)
-        rec = adapter.info.details
-        core_config = CoreConfig(steps=steps or int(rec.get("steps", 20)),
-                                 guidance=guidance if guidance is not None else float(rec.get("guidance", 7.5)),
-                                 max_batch=max_batch)
-        verif = resolve_verifier(verifier or rec.get("verifier", "clipscore"), adapter.device)
+        resolved = resolve(request)
+        adapter, core_config, verif = resolved.adapter, resolved.core_config, resolved.verifier
     except (ValueError, OSError, PromptError, ImportError) as e:
         fail(str(e))
         return

@@ -123,10 +123,10 @@ def test_example_config_is_valid() -> None:
     cfg = SweepConfig.from_toml(EXAMPLE)
     assert cfg.prompts == "toyworld-heldout" and cfg.prompt_limit == 20
     assert len(cfg.strategies) == 2 and len(cfg.budgets) == 2 and "ground_truth" in cfg.eval_verifiers
-    from noisesearch.api import _ensure_registrations
+    from noisesearch.request import ensure_registrations
     from noisesearch.strategies import available_strategies
 
-    _ensure_registrations()
+    ensure_registrations()
     missing = [s.name for s in cfg.strategies if s.name not in available_strategies()]
     if missing:
         pytest.skip(f"strategy {missing} of the example is not registered yet")
