@@ -19,7 +19,7 @@ from noisesearch.core.adapter import ModelAdapter
 from noisesearch.core.memory import auto_batch
 from noisesearch.core.sampler import DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
-from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, ensure_registrations, resolve
+from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, resolve
 from noisesearch.strategies.base import Strategy
 from noisesearch.request import build_verifier as resolve_verifier
 from noisesearch.request import verifier_spec
