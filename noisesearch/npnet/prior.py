@@ -1,25 +1,22 @@
-"""NPNet as a noise prior for any strategy, and as the ``npnet`` strategy itself."""
+"""NPNet as a noise prior for any strategy (the ``npnet`` strategy itself is :mod:`noisesearch.strategies.npnet`)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import torch
 
 from noisesearch.npnet.checkpoint import check_checkpoint_path, load_npnet
 from noisesearch.npnet.model import NPNet
-from noisesearch.strategies.base import register_strategy
-from noisesearch.strategies.random_search import RandomSearch
 from noisesearch.toyworld.assets import NPNET_FILE
 
 if TYPE_CHECKING:
     from noisesearch.core.sampler import DenoisingCore
-    from noisesearch.engine import NoisePrior, SearchContext
+    from noisesearch.engine import NoisePrior
 
 #: the NPNet trained for the embedded world and shipped with it (see its README for the command)
 TOYWORLD_NPNET = NPNET_FILE
@@ -73,19 +70,3 @@ class NPNetPrior:
             return net.golden_noise(noise.float(), text)
 
         return prior
-
-
-@register_strategy
-@dataclass(frozen=True)
-class NPNetSearch(RandomSearch):
-    """NPNet golden noise: best-of-N over golden noises (N = 1 is plain NPNet sampling)."""
-
-    name: ClassVar[str] = "npnet"
-
-    checkpoint: str = ""  # NPNet file (.safetensors or official .pth); "": the model's shipped NPNet (CLI: --npnet-checkpoint)
-
-    def run(self, ctx: SearchContext) -> None:
-        if ctx.prior is None:
-            path = self.checkpoint or default_checkpoint(ctx.core.adapter.info.family)
-            ctx.set_prior(NPNetPrior(load_cached(path)))
-        super().run(ctx)

@@ -9,7 +9,7 @@ from strategy_world import GaussianWorld, colour_score
 from noisesearch.core import CoreConfig, DenoisingCore
 from noisesearch.engine import SearchContext
 from noisesearch.verifiers.base import as_verifier
-from noisesearch.verifiers.self_consistency import SelfConsistency, pixel_features
+from noisesearch.strategies.self_consistency import SelfConsistency, pixel_features
 
 
 def test_similarity_of_identical_and_inverted_images():
