@@ -17,7 +17,7 @@ from noisesearch.testing import StubAdapter
 
 #: strategies that need a prior trained for the model (the stub worlds have no text encoder):
 #: they keep the same contract in the test named here, on the embedded world
-TRAINED_PRIOR = {"npnet": "tests/test_npnet.py::test_npnet_strategy_keeps_the_contract"}
+TRAINED_PRIOR = {"npnet": "tests/npnet/test_npnet.py::test_npnet_strategy_keeps_the_contract"}
 STRATEGIES = sorted(s for s in available_strategies() if s not in TRAINED_PRIOR)
 OPTIONS: dict[str, dict] = {}
 STEPS = 10

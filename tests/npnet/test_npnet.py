@@ -26,7 +26,7 @@ from noisesearch.npnet.model import NPNet, preset
 runner = CliRunner()
 #: key names, shapes and dtypes of the official checkpoints, dumped from the official module
 #: definitions (see the file's "_about" entry for how); the source of truth for the layout
-OFFICIAL_KEYS = json.loads((Path(__file__).parent / "npnet" / "official_keys_npnet.json").read_text())
+OFFICIAL_KEYS = json.loads((Path(__file__).parent / "official_keys_npnet.json").read_text())
 BN_KEYS = {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
 
 
