@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from noisesearch.prompts import read_prompts
-from noisesearch.usertext import quote
+from noisesearch.io.usertext import quote
 
 app = typer.Typer(
     name="noisesearch",
@@ -38,7 +38,7 @@ def _summary_table(results: list[Any], width: int = 80) -> Table:
     full width and the prompt is cut to what is left, never wrapped."""
     from rich import box
 
-    from noisesearch.usertext import abbreviate
+    from noisesearch.io.usertext import abbreviate
 
     headers = ("prompt", "seed", "best", "median", "cands", "NFE", "secs")
     rows = []
@@ -146,7 +146,7 @@ def run(
             raise UserError(f"--seed must be >= 0 and < 2**63, got {seed}")
         if npnet_checkpoint is not None and prior != "npnet" and strategy != "npnet":
             raise UserError("--npnet-checkpoint needs --prior npnet or --strategy npnet")
-        from noisesearch.outputs import check_output_dir
+        from noisesearch.io.outputs import check_output_dir
         from noisesearch.report import OUTPUT_FILES
 
         out_dir = check_output_dir(out, "--out", files=OUTPUT_FILES if prompt is not None else ())
@@ -198,8 +198,8 @@ def run(
     except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
-    from noisesearch.outputs import make_output_dir
-    from noisesearch.usertext import abbreviate
+    from noisesearch.io.outputs import make_output_dir
+    from noisesearch.io.usertext import abbreviate
 
     interrupted = False
     for i, text in enumerate(prompts):
@@ -315,7 +315,7 @@ def toyworld_train(
     from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
 
     try:
-        from noisesearch.outputs import check_output_dir, make_output_dir
+        from noisesearch.io.outputs import check_output_dir, make_output_dir
 
         make_output_dir(check_output_dir(out))
     except ValueError as e:
@@ -333,7 +333,7 @@ def toyworld_train_verifiers(
     quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
 ) -> None:
     """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
-    from noisesearch.outputs import check_output_dir
+    from noisesearch.io.outputs import check_output_dir
     from noisesearch.toyworld.training import verifiers as train_verifiers
 
     try:
@@ -362,7 +362,7 @@ def sweep_command(
     from noisesearch.sweep import SweepConfig, check_prompts, check_sweep, completed_rows, sweep
 
     try:
-        from noisesearch.outputs import check_output_dir
+        from noisesearch.io.outputs import check_output_dir
 
         check_output_dir(out)  # an empty --out is refused before the config is even read
         cfg = SweepConfig.from_toml(config)
@@ -427,7 +427,7 @@ def report_command(
         if max_prompts < 1:
             raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")
         if out is not None:
-            from noisesearch.outputs import check_output_dir
+            from noisesearch.io.outputs import check_output_dir
 
             check_output_dir(out, files=("report.html",), folders=("plots",))
         files = write_report(results_dir, out, embed=embed, max_prompts=max_prompts)

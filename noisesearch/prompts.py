@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from noisesearch.paths import user_path
+from noisesearch.io.paths import user_path
 
 #: column names recognised as the prompt column when none is named (compared case-insensitively)
 PROMPT_COLUMNS: tuple[str, ...] = ("prompt", "prompts")

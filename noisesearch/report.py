@@ -22,8 +22,8 @@ OUTPUT_FILES: tuple[str, ...] = ("best.png", "best_large.png", "candidates.png",
 
 
 def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Checks ``path`` (see :func:`noisesearch.outputs.check_output_dir`), then creates it; ``ValueError`` says what to do."""
-    from noisesearch.outputs import check_output_dir, make_output_dir
+    """Checks ``path`` (see :func:`noisesearch.io.outputs.check_output_dir`), then creates it; ``ValueError`` says what to do."""
+    from noisesearch.io.outputs import check_output_dir, make_output_dir
 
     return make_output_dir(check_output_dir(path))
 

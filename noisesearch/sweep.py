@@ -54,12 +54,12 @@ from typing import Any
 
 import torch
 
-from noisesearch.paths import user_path
-from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
+from noisesearch.io.paths import user_path
+from noisesearch.io.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
 from noisesearch.request import Sampling
 from noisesearch.verifiers.spec import VerifierSpec
-from noisesearch.usertext import abbreviate, quote
+from noisesearch.io.usertext import abbreviate, quote
 
 #: evaluation metrics that are not registered verifiers -> description
 BUILTIN_METRICS: dict[str, str] = {
@@ -711,7 +711,7 @@ def check_prompts(config: SweepConfig, prompts: Sequence[PromptItem], verifier_f
 
 def check_output(out_dir: str | Path) -> Path:
     """The sweep's output folder can be created and written, and holds nothing of the wrong kind."""
-    from noisesearch.outputs import check_output_dir
+    from noisesearch.io.outputs import check_output_dir
 
     return check_output_dir(out_dir, "--out", files=(RESULTS_FILE, CONFIG_FILE), folders=(SHARDS_DIR, IMAGES_DIR))
 

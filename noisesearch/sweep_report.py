@@ -356,8 +356,8 @@ def write_report(
     path, None embeds when they total at most ``EMBED_LIMIT_BYTES``. ``max_prompts`` bounds the
     image grid per model.
     """
-    from noisesearch.outputs import check_output_dir, make_output_dir
-    from noisesearch.paths import user_path
+    from noisesearch.io.outputs import check_output_dir, make_output_dir
+    from noisesearch.io.paths import user_path
 
     results = user_path(results_dir)
     rows, final = read_results(results)

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
-from noisesearch.verifiers.checkpoints import load_weights
+from noisesearch.io.checkpoints import load_weights
 from noisesearch.testing import tiny_open_clip
 
 TINY_CLIP = "nstest-hardening-clip"

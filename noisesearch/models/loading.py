@@ -26,7 +26,7 @@ from noisesearch.models.families import (
     get_family,
     supported_pipelines,
 )
-from noisesearch.paths import user_path
+from noisesearch.io.paths import user_path
 from noisesearch.toyworld.assets import PIPELINE_DIR
 
 TOYWORLD_DIR = PIPELINE_DIR
@@ -111,7 +111,7 @@ def _optimise_for_device(pipe: Any, device: torch.device, compile: bool) -> None
 
 
 def _not_cached(name: str) -> ModelNotFoundError:
-    from noisesearch.usertext import abbreviate, quote
+    from noisesearch.io.usertext import abbreviate, quote
 
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return ModelNotFoundError(
@@ -140,7 +140,7 @@ def check_model(name: str) -> str | None:
     Raises the error :func:`load_model` would raise for an empty, unknown or uncached name, a folder
     that is not a diffusers pipeline, or a pipeline class noisesearch does not support.
     """
-    from noisesearch.usertext import quote
+    from noisesearch.io.usertext import quote
 
     if not isinstance(name, str) or not name.strip():
         raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
@@ -230,7 +230,7 @@ def load_model(
             try:
                 pipe = _from_pretrained(path, local_files_only=True, torch_dtype=torch_dtype)
             except (OSError, pickle.UnpicklingError) as e:  # missing, truncated or unsafe (pickled code) weights
-                from noisesearch.verifiers.checkpoints import describe_error
+                from noisesearch.io.checkpoints import describe_error
 
                 cause: BaseException | None = e  # diffusers re-raises torch's refusal as a generic OSError
                 for _ in range(8):
@@ -245,7 +245,7 @@ def load_model(
             except (OSError, ValueError, EnvironmentError) as e:
                 raise _not_cached(name) from e
         else:
-            from noisesearch.usertext import quote
+            from noisesearch.io.usertext import quote
 
             raise ModelNotFoundError(
                 f"unknown model {quote(name)}; use 'toyworld' (the embedded default), a diffusers folder, "

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from noisesearch.npnet.model import NPNet, NPNetConfig, preset
-from noisesearch.verifiers.checkpoints import load_strict, load_weights, mismatch_error
+from noisesearch.io.checkpoints import load_strict, load_weights, mismatch_error
 
 #: top-level entries of an official checkpoint -> prefix of the same weights in :class:`NPNet`
 OFFICIAL_ENTRIES: dict[str, str] = {
@@ -200,7 +200,7 @@ def save_npnet(net: NPNet, path: str | os.PathLike, metadata: Mapping[str, str] 
         save_file(tensors, str(tmp), metadata=meta)
         tmp.replace(path)
     except Exception as err:  # OSError, or safetensors' own error type for a failed write
-        from noisesearch.verifiers.checkpoints import describe_error
+        from noisesearch.io.checkpoints import describe_error
 
         try:
             tmp.unlink(missing_ok=True)
@@ -216,7 +216,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as err:  # safetensors raises its own SafetensorError for empty or corrupt files
-        from noisesearch.verifiers.checkpoints import describe_error
+        from noisesearch.io.checkpoints import describe_error
 
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         what = "is empty (0 bytes)" if size == 0 else f"is not a readable safetensors file ({describe_error(err, 80)})"

@@ -26,7 +26,7 @@ def convert(
 ) -> None:
     """Validate an official NPNet checkpoint strictly (no code runs) and write it as safetensors."""
     from noisesearch.npnet.checkpoint import check_checkpoint_path, convert_official
-    from noisesearch.outputs import check_output_file
+    from noisesearch.io.outputs import check_output_file
 
     try:
         check_checkpoint_path(src)
@@ -77,7 +77,7 @@ def collect_command(
         if max_shards is not None and max_shards < 1:
             raise ValueError(f"--max-shards must be >= 1, got {max_shards}")
         config = CollectConfig(guidance_high, guidance_low, margin, pairs_per_prompt, shard_size, seed)
-        from noisesearch.outputs import check_output_dir
+        from noisesearch.io.outputs import check_output_dir
 
         out_dir = check_output_dir(out)
         items = [p.text for p in load_prompts(prompts)]
@@ -139,7 +139,7 @@ def train_command(
     from noisesearch.npnet.model import preset as make_preset
     from noisesearch.npnet.train import TrainConfig, prompt_embedding_table, train_npnet
 
-    from noisesearch.outputs import check_output_file
+    from noisesearch.io.outputs import check_output_file
     from noisesearch.quiet import library_output
 
     try:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from noisesearch.accounting import Meter
 from noisesearch.core.adapter import ModelAdapter
 from noisesearch.core.sampler import CoreConfig, DenoisingCore, Trajectory
-from noisesearch.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic
+from noisesearch.io.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic
 from noisesearch.verifiers.base import Verifier, check_scores
 
 SETTINGS_FILE = "collect.json"

@@ -43,7 +43,7 @@ def available_strategies() -> dict[str, str]:
 def make_strategy(name: str, **options: Any) -> Strategy:
     """Builds strategy ``name`` with hyperparameter overrides; clear errors for unknown names/options."""
     if name not in _STRATEGIES:
-        from noisesearch.usertext import quote
+        from noisesearch.io.usertext import quote
 
         raise ValueError(f"unknown strategy {quote(name)}; choose one of: {', '.join(sorted(_STRATEGIES))}")
     cls = _STRATEGIES[name]

@@ -50,7 +50,7 @@ from noisesearch.toyworld.scenes import (
     Obj,
     Scene,
 )
-from noisesearch.usertext import quote
+from noisesearch.io.usertext import quote
 
 #: spatial relations; ``objects[0] <relation> objects[1]``
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")

@@ -384,7 +384,7 @@ def load_verifier_file(path: str | Path, kind: str, device: str | torch.device =
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from noisesearch.verifiers.checkpoints import describe_error, load_strict
+    from noisesearch.io.checkpoints import describe_error, load_strict
 
     path = Path(path)
     if not path.is_file():

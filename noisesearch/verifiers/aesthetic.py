@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from noisesearch.paths import user_path
+from noisesearch.io.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import AESTHETIC, AESTHETIC_TRL
-from noisesearch.verifiers.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
+from noisesearch.io.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
 from noisesearch.verifiers.transforms import check_images, check_preprocess
 

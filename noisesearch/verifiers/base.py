@@ -145,7 +145,7 @@ def check_verifier_options(name: str, options: Mapping[str, object]) -> None:
 def _check_name(name: str) -> None:
     if name not in _REGISTRY:
         choices = ", ".join(sorted(_REGISTRY)) or "(none registered)"
-        from noisesearch.usertext import quote
+        from noisesearch.io.usertext import quote
 
         raise ValueError(f"unknown verifier {quote(name)}; choose one of: {choices}")
 

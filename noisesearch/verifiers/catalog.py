@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from noisesearch.verifiers.checkpoints import HubFile, HubFolder, find_file, find_folder
+from noisesearch.io.checkpoints import HubFile, HubFolder, find_file, find_folder
 
 Spec = HubFile | HubFolder
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from noisesearch.paths import user_path
+from noisesearch.io.paths import user_path
 from noisesearch.verifiers.base import register_verifier
-from noisesearch.verifiers.checkpoints import mismatch_error, unreadable_error
+from noisesearch.io.checkpoints import mismatch_error, unreadable_error
 from noisesearch.verifiers.transforms import check_preprocess, pil_resize_center_crop, resize_center_crop
 
 # open_clip's default file names inside a hub repo (open_clip.constants)

@@ -25,7 +25,7 @@ import torch
 
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import HPSV2, HPSV21
-from noisesearch.verifiers.checkpoints import load_strict, load_weights, parse_dtype, resolve_file
+from noisesearch.io.checkpoints import load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.verifiers.clip import CLIPScoreVerifier, Tokenizer, quiet_random_init, validate_preprocess
 from noisesearch.verifiers.transforms import (
     CLIP_MEAN,
@@ -76,7 +76,7 @@ def load_hps(
     """Builds HPS ``version`` ("v2.0" or "v2.1") from its official checkpoint, offline.
 
     ``path`` is the checkpoint file or a folder holding it; without it the file is looked up as
-    :mod:`noisesearch.verifiers.checkpoints` describes. ``model`` is the open_clip architecture the
+    :mod:`noisesearch.io.checkpoints` describes. ``model`` is the open_clip architecture the
     weights are for; only tests change it (a tiny config written in the same layout). ``preprocess``:
     ``"float"`` (differentiable) or ``"official"`` (8-bit input, as the reference reads files).
     """

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from noisesearch.verifiers.aesthetic import PreferenceMLP
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import BERT_TOKENIZER, IMAGEREWARD, IMAGEREWARD_MED_CONFIG
-from noisesearch.verifiers.checkpoints import (
+from noisesearch.io.checkpoints import (
     find_file,
     load_strict,
     load_weights,

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import PICKSCORE, PICKSCORE_PROCESSOR
-from noisesearch.verifiers.checkpoints import parse_dtype, resolve_folder, unreadable_error
+from noisesearch.io.checkpoints import parse_dtype, resolve_folder, unreadable_error
 from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
 from noisesearch.verifiers.transforms import check_images, check_preprocess
 

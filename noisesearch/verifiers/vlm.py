@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from noisesearch.verifiers.base import register_verifier
-from noisesearch.verifiers.checkpoints import parse_dtype
+from noisesearch.io.checkpoints import parse_dtype
 from noisesearch.verifiers.transforms import check_images
 from noisesearch.verifiers.vlm_model import VLMJudge, load_judge, resolve_model_folder
 

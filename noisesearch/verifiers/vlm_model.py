@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from noisesearch.paths import user_path
-from noisesearch.verifiers.checkpoints import HubFolder, parse_dtype, resolve_folder, unreadable_error
+from noisesearch.io.paths import user_path
+from noisesearch.io.checkpoints import HubFolder, parse_dtype, resolve_folder, unreadable_error
 
 #: model types whose pixels are prepared in torch (differentiable)
 QWEN_TYPES = ("qwen2_5_vl", "qwen2_vl")

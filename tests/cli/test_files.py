@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from noisesearch.request import ensure_registrations
 from noisesearch.cli import app
 from noisesearch.models import TOYWORLD_DIR
-from noisesearch.outputs import OutputError, check_output_dir, check_output_file
-from noisesearch.usertext import abbreviate, quote
+from noisesearch.io.outputs import OutputError, check_output_dir, check_output_file
+from noisesearch.io.usertext import abbreviate, quote
 from noisesearch.verifiers import CallableVerifier, register_verifier
 
 VERIFIER = "files-red"

@@ -354,7 +354,7 @@ def test_collect_keeps_only_pairs_won_by_the_margin(tiny_npd, tmp_path):
     shards = [load_file(str(p)) for p in sorted((folder / "shards").glob("*.safetensors"))]
     wins = torch.cat([s["score_golden"] - s["score_noise"] for s in shards])
     assert (wins > 0).all()
-    from noisesearch.storage import read_jsonl
+    from noisesearch.io.storage import read_jsonl
 
     manifest = read_jsonl(folder / "manifest.jsonl", required_key="shard")
     assert sum(r["units"] for r in manifest) == 9 and sum(r["kept"] for r in manifest) == wins.numel()

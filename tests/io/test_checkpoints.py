@@ -8,7 +8,7 @@ import torch
 
 from noisesearch.verifiers import available_verifiers
 from noisesearch.verifiers.catalog import CATALOG, HPSV2, register_all, scan
-from noisesearch.verifiers.checkpoints import (
+from noisesearch.io.checkpoints import (
     HubFile,
     HubFolder,
     load_strict,

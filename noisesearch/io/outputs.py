@@ -20,8 +20,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from noisesearch.paths import user_path
-from noisesearch.usertext import quote
+from noisesearch.io.paths import user_path
+from noisesearch.io.usertext import quote
 
 
 class OutputError(ValueError):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from noisesearch.paths import user_path
+from noisesearch.io.paths import user_path
 
 
 @dataclass(frozen=True)
