@@ -147,7 +147,7 @@ def run(
         if npnet_checkpoint is not None and prior != "npnet" and strategy != "npnet":
             raise UserError("--npnet-checkpoint needs --prior npnet or --strategy npnet")
         from noisesearch.io.outputs import check_output_dir
-        from noisesearch.report import OUTPUT_FILES
+        from noisesearch.io.results import OUTPUT_FILES
 
         out_dir = check_output_dir(out, "--out", files=OUTPUT_FILES if prompt is not None else ())
     except (UserError, ValueError) as e:
@@ -155,7 +155,7 @@ def run(
         return
 
     from noisesearch.api import run_resolved
-    from noisesearch.report import slug, write_outputs
+    from noisesearch.io.results import slug, write_outputs
     from noisesearch.request import Sampling, SearchRequest, ensure_registrations, resolve
     from noisesearch.verifiers.base import check_prompt
 

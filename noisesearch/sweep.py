@@ -607,7 +607,7 @@ def completed_rows(out_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def store_image(image: torch.Tensor, images_dir: Path) -> str:
     """Saves a [3, H, W] uint8 image as ``<sha256 of its PNG bytes>.png``; returns the file name."""
-    from noisesearch.report import to_pil
+    from noisesearch.io.results import to_pil
 
     buf = io.BytesIO()
     to_pil(image).save(buf, format="PNG")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from noisesearch.report import slug
+from noisesearch.io.results import slug
 from noisesearch.sweep import CONFIG_FILE, read_results
 
 #: images are embedded in the HTML (base64) when together they are at most this big, else linked

@@ -70,7 +70,7 @@ def test_nan_latents_are_excluded_counted_and_reported(tmp_path):
     assert all(c.score == -math.inf for c in r.candidates if not c.finite)
     assert r.non_finite == 2 and r.best.seed not in (1, 4) and math.isfinite(r.best.score)
     assert r.accounting.nfe == n * steps == stub.rows  # the poisoned candidates' compute is counted
-    from noisesearch.report import write_outputs
+    from noisesearch.io.results import write_outputs
 
     write_outputs(r, tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
