@@ -7,7 +7,8 @@ so on 8-bit images its two modes are identical). This prints, per verifier and i
 difference between the two modes on the same 8-bit images:
 
 * pixels: max and mean |float - official| of the preprocessed image in [0, 1] units;
-* score: max |float - official| of the score, with the full-size architectures at random weights
+* score: max |float - official| of the score (CLIPScore: of 2.5·cos, before the clamp at 0), with
+  the full-size architectures at random weights
   (open_clip ViT-L-14 with QuickGELU for CLIPScore and the aesthetic predictor, BLIP ViT-L/16 +
   BERT for ImageReward, CLIP ViT-H/14 for PickScore; real weights will differ in size but not in
   kind). ``--no-scores`` skips them (pixels only, a few seconds).
@@ -66,7 +67,8 @@ def build(name: str, scores: bool):
         v = CLIPScoreVerifier.from_open_clip("ViT-L-14", None, quick_gelu=True)
         if name == "clipscore":
             text = v.encode_texts(["a photograph of a cat"])
-            return v, lambda x: 2.5 * (v.encode_images(x) @ text[0]).clamp_min(0)
+            # 2.5·cos before the max(·, 0): random weights often give negative cosines, which the clamp hides
+            return v, lambda x: 2.5 * (v.encode_images(x) @ text[0])
         from noisesearch.verifiers.aesthetic import AestheticVerifier, PreferenceMLP
 
         a = AestheticVerifier(v, PreferenceMLP(768).eval())

@@ -74,6 +74,8 @@ class CLIPScoreVerifier:
         self._text_cache_size = int(text_cache)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.preprocess_mode = check_preprocess(preprocess_mode)
+        if crop not in ("torchvision", "transformers"):
+            raise ValueError(f"crop must be 'torchvision' or 'transformers', got {crop!r}")
         self.crop = crop
         self.differentiable = preprocess_mode == "float"
         if preprocess_mode == "official" and self.image_size[0] != self.image_size[1]:

@@ -6,6 +6,9 @@ L2 normalisation, the linear layers), image by image."""
 from __future__ import annotations
 
 
+import json
+from pathlib import Path
+
 import open_clip
 import pytest
 import torch
@@ -139,3 +142,16 @@ def test_wrong_heads_are_rejected(files, tmp_path):
     torch.save(bad, tmp_path / HEAD)
     with pytest.raises(ValueError, match=r"missing \(layers\.7\.weight, layers\.7\.bias\)"):
         load_aesthetic(tmp_path / HEAD, clip_model=TINY, clip_pretrained=str(clip_ckpt))
+
+
+def test_the_official_head_layout_loads_strictly(tmp_path):
+    """A head with exactly the key list of the official MLP (dumped from simple_inference.py's class,
+    see the data file's "_about"), at its full 768-wide size, loads; the tests' layout is that list."""
+    official = json.loads((Path(__file__).parent / "official_keys_aesthetic.json").read_text())["state_dict"]
+    assert {k: list(v.shape) for k, v in official_head(768).items()} == {k: s for k, (s, _) in official.items()}
+    g = torch.Generator().manual_seed(0)
+    torch.save({k: torch.randn(shape, generator=g) for k, (shape, _) in official.items()}, tmp_path / HEAD)
+    from noisesearch.verifiers.aesthetic import PreferenceMLP
+    from noisesearch.verifiers.checkpoints import load_strict, load_weights
+
+    load_strict(PreferenceMLP(768), load_weights(tmp_path / HEAD), tmp_path / HEAD)

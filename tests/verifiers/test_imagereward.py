@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,8 +20,10 @@ from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.imagereward import (
     REWARD_MEAN,
     REWARD_STD,
+    UNUSED_KEYS,
     BlipTextConfig,
     BlipVisionConfig,
+    ImageRewardModel,
     load_imagereward,
 )
 
@@ -245,3 +248,26 @@ def test_missing_files_name_file_hub_option_and_env(files, tmp_path):
     msg = str(err.value)
     for needle in ("bert-base-uncased", "tokenizer=", "NOISESEARCH_BERT_TOKENIZER_PATH"):
         assert needle in msg
+
+
+#: ImageReward.pt's key list, dumped from the official module definitions (see the file's "_about")
+OFFICIAL_KEYS = json.loads((Path(__file__).parent / "official_keys_imagereward.json").read_text())["state_dict"]
+
+
+def test_the_test_layout_is_the_official_key_list():
+    """The layout the tests write (``official_shapes``, at full size) is the official module's, so the
+    strict-loading tests above load what the official files hold."""
+    ours = {k: list(v) for k, v in official_shapes(BlipVisionConfig(), BlipTextConfig()).items()}
+    ours["blip.text_encoder.embeddings.position_ids"] = [1, 512]
+    assert ours == {k: shape for k, (shape, _) in OFFICIAL_KEYS.items()}
+
+
+@pytest.mark.slow
+def test_the_full_size_model_loads_exactly_the_official_keys():
+    with torch.device("meta"):  # 447M values: shapes only
+        model = ImageRewardModel()
+    ours = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
+    unused = {k for k in OFFICIAL_KEYS if any(k == u or (u.endswith(".") and k.startswith(u)) for u in UNUSED_KEYS)}
+    assert unused == {"blip.text_encoder.embeddings.position_ids", "blip.vision_proj.weight", "blip.vision_proj.bias",
+                      "blip.text_proj.weight", "blip.text_proj.bias"}
+    assert ours == {k: v for k, v in OFFICIAL_KEYS.items() if k not in unused}
