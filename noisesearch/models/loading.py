@@ -115,9 +115,8 @@ def _not_cached(name: str) -> ModelNotFoundError:
 
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return ModelNotFoundError(
-        f"model {quote(name)} is not in the local Hugging Face cache ({abbreviate(cache, 60)}) and is never downloaded "
-        f"at run time: `hf download {abbreviate(name, 40)}` on a connected machine, copy the cache here "
-        "(or set HF_HOME), or pass a diffusers folder"
+        f"model {quote(name)} is not in the local Hugging Face cache ({abbreviate(cache, 80)}); noisesearch never "
+        f"downloads: `hf download {abbreviate(name, 40)}` elsewhere, then copy the cache here or set HF_HOME"
     )
 
 
