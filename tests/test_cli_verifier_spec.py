@@ -61,7 +61,7 @@ def nothing_loads(monkeypatch):
         ("clipscore(modle=ViT-B-32)", "verifier 'clipscore' has no option modle; its options are: model, pretrained"),
         ("zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1,2,3])", "has 2 member verifier(s) but 3 weight(s)"),
         ("rank-ensemble", "rank-ensemble needs member verifiers"),
-        ("rank-ensemble(verifiers=[toyclip,toyrelation]", "at character 45 expected ',' or ')'"),
+        ("rank-ensemble(verifiers=[toyclip,toyrelation]", "at character 46 expected ',' or ')', found the end"),
         ("clip-score", "unknown verifier 'clip-score'"),
     ],
 )
