@@ -221,6 +221,7 @@ def toyworld():
     return load_model("toyworld", device="cpu")
 
 
+@pytest.mark.slow  # ~40 s of CPU: builds NPNet's Swin-Tiny branch and runs it
 def test_a_prior_row_searches_from_golden_noises_at_the_same_nfes(tmp_path, toyworld):
     from noisesearch.npnet.prior import TOYWORLD_NPNET, NPNetPrior, load_cached
 
