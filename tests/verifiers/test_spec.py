@@ -232,3 +232,37 @@ def test_a_bad_member_fails_before_any_member_loads(monkeypatch):
     with pytest.raises(ValueError, match="member 2 \\(toydetect\\): verifier 'toydetect' has no option size"):
         make_ensemble("rank", ["toyclip", "toydetect(size=3)"])
     assert loaded == []
+
+
+# ----------------------------------------------------------------------------------- Python API
+
+
+@pytest.fixture
+def scaled_red():
+    @register_verifier("spec-red", "test only: scale x mean red")
+    def factory(device: str | torch.device = "cpu", scale: float = 1.0):
+        from noisesearch.verifiers import CallableVerifier
+
+        return CallableVerifier(lambda im, p: scale * im[:, 0].mean(dim=(1, 2)), name="spec-red")
+
+    yield
+    for table in (_REGISTRY, _DESCRIPTIONS, _VALIDATORS):
+        table.pop("spec-red", None)
+
+
+def test_search_takes_spec_text_or_a_spec_and_names_the_result_by_it(scaled_red):
+    import noisesearch
+    from noisesearch.testing import StubAdapter
+
+    one = noisesearch.search(StubAdapter(), "p", verifier="spec-red", candidates=4, steps=2)
+    for verifier in ("spec-red(scale=2)", VerifierSpec("spec-red", {"scale": 2})):
+        two = noisesearch.search(StubAdapter(), "p", verifier=verifier, candidates=4, steps=2)
+        assert two.verifier == "spec-red(scale=2)" and one.verifier == "spec-red"
+        assert two.best.seed == one.best.seed and two.best.score == pytest.approx(2 * one.best.score)
+
+
+def test_search_checks_the_spec_before_loading_the_model(scaled_red):
+    import noisesearch
+
+    with pytest.raises(ValueError, match="verifier 'spec-red' has no option scael; its options are: scale"):
+        noisesearch.search("no/such-model", "p", verifier="spec-red(scael=2)")
