@@ -31,9 +31,10 @@ this script never counts them itself, it only records ``result.accounting``. Sho
   on the verifier, so the run (searching with the first ``--verifiers``) is scored once by every
   embedded verifier and each selects its own best; its NFEs are that run's.
 - Every other (strategy, verifier, budget) is its own metered search, with the strategy's defaults
-  (``noisesearch strategies``). Note that on 20 steps one Paths-2 search costs 172 NFEs (8.6
-  samples): at 4x ``paths`` can only fill its budget with 4 plain samples, i.e. it *is* random
-  search's best-of-4; at 16x it runs one Paths-2 and one Paths-1 search plus 3 plain samples.
+  (``noisesearch strategies``), recorded in each row as ``options``. On 20 steps one Paths-2 search
+  costs 88 NFEs at the current defaults (172 at the reported σ, Δf, Δb, where 4x could only buy
+  random search's best-of-4); prune's screen at 4x sees 6 noises and finishes 1, at 16x it sees 25
+  and finishes 4.
 
 Outputs (``--out``, default ``docs/``; ``--quick`` defaults to a temporary folder):
 
@@ -346,7 +347,7 @@ def run_strategy(unit: Unit) -> list[dict[str, Any]]:
         ok = bool(evaluator.satisfies_batch(image.numpy(), [unit.prompt])[0])
         acc = result.accounting
         rows.append(_row(
-            unit, unit.verifier, m, status="ok", reason=None,
+            unit, unit.verifier, m, status="ok", reason=None, options=result.settings.get("strategy_options"),
             nfe=acc.nfe, network_rows=acc.network_rows, verifier_calls=acc.verifier_calls, decoded=acc.decoded,
             nfe_source="meter",
             candidates=len(result.candidates), best_seed=best.seed, search_score=best.score,
@@ -457,8 +458,9 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
         f"`{settings.weights}`. Multiples are NFE budgets in units of one sample ({settings.steps} NFEs), NFEs counted "
         "by the engine's meter. 1× is the unsearched sample, shared by all strategies (with one sample's budget every "
         "strategy returns exactly that sample); random search's larger multiples are the best of the first N candidates "
-        "of one run at its largest multiple, selected by each verifier from the same candidates. At 4× `paths` cannot "
-        "afford a Paths-2 search (8.6 samples at 20 steps) and returns random search's best-of-4. Values: mean ± "
+        "of one run at its largest multiple, selected by each verifier from the same candidates. Each strategy ran with "
+        "its defaults at the time (rows made since the defaults of zero-order, paths and smc changed record them as "
+        "`options`). Values: mean ± "
         f"standard error over prompts; `(n=…)` where fewer prompts than {n} are done; `–` not run. Gradient search's NFEs count forward passes only (its backward passes cost about "
         "twice as much again). Method: Ma et al. 2025, *Inference-time scaling for diffusion models beyond scaling "
         "denoising steps*.",
@@ -696,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--out", type=Path, help="output folder (default docs/, or a temporary folder with --quick)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: render the tables, plot and RESULT from the rows already in the JSONL "
+                        "(e.g. while or after a run stopped early; each figure says over how many prompts it is)")
     p.add_argument("--fresh", action="store_true", help="ignore and replace an existing JSONL instead of resuming it")
     return p
 
@@ -744,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"estimated time: {core_s / speed / 60:.1f} min for {len(units)} units on idle cores "
           f"({args.workers} worker(s) x {args.threads} thread(s); {core_s / 60:.0f} core-minutes)", flush=True)
 
+    if args.report_only:
+        units = []
     if args.dry_run:
         for u in units[: min(len(units), 8)]:
             print(f"  e.g. prompt {u.index} ({u.category}) {u.strategy} on {u.verifier} at "

@@ -8,7 +8,7 @@ ground-truth evaluator is used. Printed per λ: P(neighbour passes | pivot fails
 P(neighbour passes | pivot passes), the base rate of pivots, and the rank correlation of neighbour
 and pivot scores. The zero-order defaults are chosen from this table.
 
-    python benchmarks/zero_order_neighbourhood.py      # about 3 min on 2 idle cores
+    python benchmarks/zero_order_neighbourhood.py      # 10 prompts x 64 samples; about 3 min on an idle core
 
 Last line: ``RESULT base=<rate> <λ>:fail=<rate>,pass=<rate> ...``.
 """
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> str:
     threshold = math.log(0.5)
     pivot_pass: list[bool] = []
     stats = {c: {"pivot": [], "nb": [], "pivot_score": [], "nb_score": []} for c in cosines}
-    for i, (_, prompt) in enumerate(training_subset(args.prompts)):
+    prompts = training_subset(args.prompts)
+    for i, (_, prompt) in enumerate(prompts):
         seeds = [BASE_SEED + 1000 * i + j for j in range(args.pivots)]
         pivots = core.initial_noise(seeds)  # [P, *latent]
         noises, owners = [pivots], []
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> str:
             st["nb"].append(s > threshold)
             st["pivot_score"].append(piv[j])
             st["nb_score"].append(s)
-        print(f"  prompt {i + 1}/{args.prompts}", flush=True)
+        print(f"  prompt {i + 1}/{len(prompts)}", flush=True)
     base = float(np.mean(pivot_pass))
-    print(f"{args.prompts} training prompts x {args.pivots} pivots x {args.neighbours} neighbours; "
+    print(f"{len(prompts)} training prompts x {args.pivots} pivots x {args.neighbours} neighbours; "
           f"pass = toydetect > log 0.5; base rate of pivots {base:.3f}")
     print("| cosine λ | P(neighbour passes | pivot fails) | P(neighbour passes | pivot passes) | same outcome | Spearman |")
     print("|---|---|---|---|---|")

@@ -34,7 +34,7 @@ from noisesearch.testing import StubAdapter
 ensure_registrations()
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-CORE_STRATEGIES = ["random", "zero-order", "paths", "smc", "gradient"]  # the five core strategies, with stub-cheap options
+CORE_STRATEGIES = ["random", "prune", "zero-order", "paths", "smc", "gradient"]  # with stub-cheap options
 FLAG_STRATEGIES = sorted(n for n, c in _STRATEGIES.items() if getattr(c, "cli_options", None))
 ALL_STRATEGIES = sorted(_STRATEGIES)
 
@@ -341,13 +341,16 @@ class CountingVerifier:
 
 STRATEGY_OPTIONS = {
     "random": st.fixed_dictionaries({}, optional={"round_size": st.integers(0, 5)}),
+    "prune": st.fixed_dictionaries({}, optional={"at": st.floats(0, 0.5), "jumps": st.integers(0, 3),
+                                                 "keep": st.floats(0.05, 1), "halving": st.booleans()}),
     "zero-order": st.fixed_dictionaries({}, optional={"neighbors": st.integers(1, 4), "cosine": st.floats(0, 0.99),
-                                                      "restart": st.booleans()}),
+                                                      "restart": st.booleans(), "fresh": st.integers(0, 2)}),
     "paths": st.fixed_dictionaries({}, optional={"paths": st.integers(1, 3), "branches": st.integers(1, 3),
-                                                 "sigma": st.floats(0, 0.9)}),
+                                                 "sigma": st.floats(0, 0.9), "finish_within": st.integers(0, 2)}),
     "smc": st.fixed_dictionaries({}, optional={"particles": st.integers(0, 5), "resample_every": st.integers(0, 3),
                                                "ess_threshold": st.floats(0, 1), "resampler": st.sampled_from(
-                                                   ["multinomial", "systematic"]), "churn": st.floats(0, 1)}),
+                                                   ["multinomial", "systematic"]), "churn": st.floats(0, 1),
+                                               "standardize": st.booleans(), "lookahead": st.integers(0, 2)}),
     "gradient": st.fixed_dictionaries({}, optional={"candidates": st.integers(1, 3), "iterations": st.integers(1, 6),
                                                     "opt_steps": st.integers(0, 3), "optimizer": st.sampled_from(
                                                         ["sgd", "adam"])}),

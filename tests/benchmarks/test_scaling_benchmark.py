@@ -11,7 +11,8 @@ def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
             "--steps", "4", "--workers", "1", "--threads", "1", "--out", str(tmp_path)]
     bench.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1].startswith("RESULT random16=na zero_order16=na paths16=na smc16=na gradient16=na")
+    assert lines[-1] == ("RESULT random4=na prune4=na random16=na prune16=na prune16_vs_random_pts=na "
+                         "prune16_vs_random_se=na prompts=0 verifier=toyclip")  # prune not run
 
     rows = [json.loads(line) for line in (tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()]
     # random: 2 prompts x 3 verifiers (all, from one run) x 2 multiples; zero-order: 2 prompts at 4x
@@ -39,3 +40,22 @@ def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
     bench.main(argv)
     assert "0 units" in capsys.readouterr().out
     assert len((tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()) == 14
+
+
+def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, benchmark_script):
+    bench = benchmark_script("scaling")
+    argv = ["--prompts", "1", "--budgets", "1,16", "--strategies", "random,prune", "--verifiers", "toydetect",
+            "--max-multiple", "toydetect=16", "--steps", "10", "--workers", "1", "--threads", "1", "--out", str(tmp_path)]
+    bench.main(argv)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("RESULT random4=na prune4=na random16=") and last.endswith(" prompts=1 verifier=toydetect")
+    rows = [json.loads(line) for line in (tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()]
+    prune = [r for r in rows if r["strategy"] == "prune"]
+    assert len(prune) == 1 and prune[0]["nfe"] <= 160 and prune[0]["options"]["jumps"] == 2
+    # 20 noises screened (one decode and verifier call each) and 4 survivors finished
+    assert prune[0]["verifier_calls"] == prune[0]["decoded"] == 24 and prune[0]["candidates"] == 4
+    table = (tmp_path / "scaling_toyworld.md").read_text()
+    assert "## Paired against random search" in table and "| prune | toydetect | 16× | 1 |" in table
+    # --report-only computes nothing and renders the same RESULT
+    bench.main([*argv, "--report-only"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == last
