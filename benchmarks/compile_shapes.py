@@ -22,7 +22,6 @@ import time
 import torch
 from torch._dynamo.utils import counters
 
-import noisesearch
 from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.core.compile import compile_denoiser
 from noisesearch.core.sampler import CoreConfig, DenoisingCore

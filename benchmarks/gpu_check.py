@@ -476,10 +476,12 @@ def build_verifiers(plan: Plan) -> dict[str, Any]:
 
     dev = plan.device
     if plan.verifiers == "real":
-        with torch.device(dev):
-            clip = CLIPScoreVerifier.from_open_clip("ViT-L-14", pretrained=None, device=dev)
+        with torch.device(dev):  # initialise on the device: ViT-H/14 has about 1B parameters
+            clip_model = open_clip.create_model("ViT-L-14", pretrained=None, device=dev).eval().requires_grad_(False)
             hps_model = open_clip.create_model("ViT-H-14", pretrained=None, device=dev).eval().requires_grad_(False)
             ir = ImageRewardModel(BlipVisionConfig(), BlipTextConfig()).eval().requires_grad_(False)
+        clip = CLIPScoreVerifier(clip_model, open_clip.get_tokenizer("ViT-L-14"), 224, open_clip.OPENAI_DATASET_MEAN,
+                                 open_clip.OPENAI_DATASET_STD)
         hps = HPSVerifier(hps_model, open_clip.get_tokenizer("ViT-H-14"))
         return {"clipscore-L14": clip, "hpsv2-H14": hps, "imagereward-blip": ImageRewardVerifier(ir, tiny_bert_tokenizer(35))}
     import tempfile

@@ -172,9 +172,8 @@ class DenoisingCore:
         self.decode_chunk_size = config.decode_batch or config.max_batch
         self.meter.acc.chunk_size = self.chunk_size
         #: pad denoiser chunks to bucket sizes, so a compiled network compiles once per bucket
-        self.pad_to_buckets = (
-            is_compiled(denoiser_of(adapter)) if config.pad_to_buckets is None else bool(config.pad_to_buckets)
-        )
+        self._compiled = is_compiled(denoiser_of(adapter))
+        self.pad_to_buckets = self._compiled if config.pad_to_buckets is None else bool(config.pad_to_buckets)
 
     # --- prompts ------------------------------------------------------------------------------
     def prompt_indices(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -236,10 +235,16 @@ class DenoisingCore:
         per_candidate = 2 if self.guided else 1
         # nfe and network_rows count real candidates only; padding is reported on its own
         self.meter.network_call(candidates=b, rows=per_candidate * b, padded_rows=per_candidate * (padded - b))
+        if self._compiled:
+            # each call is a new step for CUDA graph trees (mode="reduce-overhead"): the previous
+            # call's outputs, already consumed, may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         out = self.adapter.predict(model_in.to(self.adapter.dtype), t, rows)
         if self.guided:
             uncond, cond = out.chunk(2)
             out = uncond + self.config.guidance * (cond - uncond)
+        elif self._compiled:
+            out = out.clone()  # a replayed CUDA graph reuses its output buffer on the next call
         out = out[:b]
         alpha, sigma = self.schedule.level(step)
         return split_prediction(out, x, alpha, sigma, self.adapter.prediction_type)

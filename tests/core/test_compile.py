@@ -69,7 +69,7 @@ def test_padding_changes_no_candidate_and_is_counted_apart():
         stub = StubAdapter()
         core = DenoisingCore(stub, CoreConfig(steps=3, guidance=3.0, max_batch=4, pad_to_buckets=pad))
         out[pad] = (core.sample(seeds, prompts), core.meter.acc, stub)
-    (a, acc_a, stub_a), (b, acc_b, stub_b) = out[False], out[True]
+    (a, acc_a, _), (b, acc_b, stub_b) = out[False], out[True]
     assert (a - b).abs().max().item() <= 1e-6
     assert acc_b.nfe == acc_a.nfe == 7 * 3
     assert acc_b.network_rows == acc_a.network_rows == 2 * 7 * 3

@@ -152,6 +152,6 @@ def test_the_official_head_layout_loads_strictly(tmp_path):
     g = torch.Generator().manual_seed(0)
     torch.save({k: torch.randn(shape, generator=g) for k, (shape, _) in official.items()}, tmp_path / HEAD)
     from noisesearch.verifiers.aesthetic import PreferenceMLP
-    from noisesearch.verifiers.checkpoints import load_strict, load_weights
+    from noisesearch.io.checkpoints import load_strict, load_weights
 
     load_strict(PreferenceMLP(768), load_weights(tmp_path / HEAD), tmp_path / HEAD)
