@@ -4,7 +4,6 @@ prior (NPNet): canonical row keys, validation before anything is written, and re
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
