@@ -118,7 +118,7 @@ def test_strict_loading_drops_only_declared_unused_keys():
 def test_catalog_registers_and_scans(tmp_path):
     register_all()
     names = {e.name for e in CATALOG}
-    assert names == {"clipscore", "hpsv2", "hpsv2.1", "imagereward", "pickscore", "aesthetic"}
+    assert names == {"clipscore", "hpsv2", "hpsv2.1", "imagereward", "pickscore", "aesthetic", "vqascore", "vlm-grader"}
     assert names <= set(available_verifiers())
     hub = tmp_path / "hub"
     status = {a.name: a for a in scan(cache_dir=hub)}
