@@ -277,7 +277,7 @@ def bench_aesthetic(d: Path, images: torch.Tensor, prompts: list[str], args) -> 
 
 # --- VLM judges: VQAScore and the rubric grader ---------------------------------------------------
 def _vlm_folder(d: Path, args) -> tuple[Path, str]:
-    from noisesearch.verifiers.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
+    from noisesearch.testing.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
 
     side = args.vlm_image_size
     if args.vlm_family == "qwen2_5_vl":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
+from typing import cast
 
 #: loggers of libraries noisesearch drives (their own names, i.e. their package names)
 LIBRARY_LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate", "open_clip", "timm", "torch")
@@ -55,7 +56,7 @@ def library_output(verbose: bool) -> None:
     global _added_filters
     for entry in _added_filters:  # drop the filters this function added before, whatever the mode
         if entry in warnings.filters:
-            warnings.filters.remove(entry)
+            cast(list, warnings.filters).remove(entry)  # a list at run time; typeshed calls it a Sequence
     warnings._filters_mutated()  # type: ignore[attr-defined]  # drop the lookup cache after a direct edit
     _added_filters = []
     if verbose:

@@ -93,7 +93,7 @@ def _from_hf_cache(hub_ids: Iterable[str], filename: str, cache_dir: str | os.Pa
     from huggingface_hub import try_to_load_from_cache
 
     for repo in hub_ids:
-        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        found = try_to_load_from_cache(repo, filename, cache_dir=None if cache_dir is None else os.fspath(cache_dir))
         if isinstance(found, str) and os.path.isfile(found):
             return Path(found)
     return None

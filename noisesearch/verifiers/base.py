@@ -81,7 +81,7 @@ def as_verifier(obj: Verifier | ScoreFn, name: str | None = None) -> Verifier:
     if isinstance(obj, Verifier):
         return obj
     if callable(obj):
-        return CallableVerifier(obj, name=name or getattr(obj, "__name__", "custom"))
+        return CallableVerifier(obj, name=name or str(getattr(obj, "__name__", "custom")))
     raise TypeError(f"expected a verifier or a callable(images, prompts), got {type(obj).__name__}")
 
 

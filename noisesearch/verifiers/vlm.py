@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from noisesearch.verifiers.base import register_verifier
 from noisesearch.io.checkpoints import parse_dtype
+from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.transforms import check_images
 from noisesearch.verifiers.vlm_model import VLMJudge, load_judge, resolve_model_folder
 
@@ -101,7 +102,7 @@ def parse_aspects(aspects: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def truncate_prompt(prompt: str, tokenizer: object, max_tokens: int) -> str:
+def truncate_prompt(prompt: str, tokenizer: Any, max_tokens: int) -> str:
     """``prompt`` cut to its first ``max_tokens`` tokens of ``tokenizer`` (decoded back to text); unchanged
     when it is short enough."""
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -113,12 +114,12 @@ def fill(template: str, prompt: str) -> str:
     return template.replace("{prompt}", prompt)
 
 
-def _single_token(tokenizer: object, text: str) -> int | None:
+def _single_token(tokenizer: Any, text: str) -> int | None:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids[0] if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_token_id", None) else None
 
 
-def yes_token_ids(tokenizer: object) -> list[int]:
+def yes_token_ids(tokenizer: Any) -> list[int]:
     """The first tokens of "Yes" and "yes" (distinct ids), the answer VQAScore reads."""
     ids = []
     for word in ("Yes", "yes"):
@@ -150,9 +151,10 @@ class NumberTokens:
     one_index: int
 
     @classmethod
-    def of(cls, tokenizer: object) -> NumberTokens:
-        digits = [_single_token(tokenizer, str(d)) for d in range(10)]
-        if any(d is None for d in digits):
+    def of(cls, tokenizer: Any) -> NumberTokens:
+        found = [_single_token(tokenizer, str(d)) for d in range(10)]
+        digits = [d for d in found if d is not None]
+        if len(digits) != 10:
             raise ValueError("the judge's tokenizer does not have one token per digit 0-9; use mode='yesno'")
         ten = tokenizer("10", add_special_tokens=False)["input_ids"]
         if len(ten) == 1:
@@ -181,8 +183,7 @@ def _int_option(name: str, value: object, low: int) -> int:
     return int(text)
 
 
-def _check_common(model: object, dtype: object, max_image_size: object, max_prompt_tokens: object,
-                  batch_size: object) -> None:
+def _check_common(model: Any, dtype: Any, max_image_size: Any, max_prompt_tokens: Any, batch_size: Any) -> None:
     if model is not None and (not isinstance(model, str) or not model.strip()):
         raise ValueError(f"option model must be a checkpoint folder or a hub id like Qwen/Qwen2.5-VL-3B-Instruct, got {model!r}")
     if dtype != "auto":

@@ -29,12 +29,13 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from noisesearch.io.paths import user_path
 from noisesearch.io.checkpoints import HubFolder, parse_dtype, resolve_folder, unreadable_error
+from noisesearch.io.paths import user_path
 
 #: model types whose pixels are prepared in torch (differentiable)
 QWEN_TYPES = ("qwen2_5_vl", "qwen2_vl")
@@ -107,7 +108,7 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
-def qwen_pixel_values(images: torch.Tensor, image_processor: object) -> tuple[torch.Tensor, torch.Tensor]:
+def qwen_pixel_values(images: torch.Tensor, image_processor: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Qwen2-VL / Qwen2.5-VL image preprocessing in torch, differentiable with respect to ``images``.
 
     images [B, 3, H, W] in [0, 1] -> (pixel_values [B·gh·gw, 3·T·p·p], image_grid_thw [B, 3]):
@@ -135,8 +136,8 @@ def qwen_pixel_values(images: torch.Tensor, image_processor: object) -> tuple[to
 class VLMJudge:
     """A loaded vision-language model, its processor, and how to run it."""
 
-    model: torch.nn.Module
-    processor: object
+    model: Any  # a transformers image-text-to-text model (torch.nn.Module)
+    processor: Any
     #: "qwen" (torch preprocessing, differentiable) or "generic" (the processor's own)
     family: str
     device: torch.device

@@ -26,7 +26,7 @@ from noisesearch.verifiers.vlm import (
     yes_token_ids,
 )
 from noisesearch.verifiers.vlm_model import load_judge, qwen_pixel_values
-from noisesearch.verifiers.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
+from noisesearch.testing.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
 
 FAMILIES = {"qwen2_5_vl": build_tiny_qwen2_5_vl, "idefics3": build_tiny_idefics3}
 PROMPTS = ["a red cube", "two blue cats on the left of a big dog", "a cat", "a small yellow sphere above a green cube"]

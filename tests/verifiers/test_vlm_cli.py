@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
-from noisesearch.verifiers.vlm_tiny import build_tiny_qwen2_5_vl
+from noisesearch.testing.vlm_tiny import build_tiny_qwen2_5_vl
 
 runner = CliRunner()
 

@@ -30,8 +30,8 @@ def _tokenizer(specials: list[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     vocab: dict[str, int] = {}
-    for tok in ["<unk>", *specials, *[str(d) for d in range(10)], *WORDS]:
-        vocab.setdefault(tok, len(vocab))
+    for word in ["<unk>", *specials, *[str(d) for d in range(10)], *WORDS]:
+        vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.Digits(individual_digits=True)]
