@@ -66,7 +66,7 @@ class Sampling:
         if self.steps is not None and (
             isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS
         ):
-            raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {self.steps!r}")
+            raise ValueError(f"steps must be a positive integer (at most {MAX_STEPS}), got {self.steps!r}")
         if self.guidance is not None and (
             isinstance(self.guidance, bool)
             or not isinstance(self.guidance, numbers.Real)

@@ -12,7 +12,7 @@ from noisesearch.testing import StubAdapter
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        (SearchRequest(sampling=Sampling(steps=0)), "steps must be an integer"),
+        (SearchRequest(sampling=Sampling(steps=0)), "steps must be a positive integer"),
         (SearchRequest(sampling=Sampling(guidance=float("inf"))), "guidance must be a finite number"),
         (SearchRequest(sampling=Sampling(scheduler="heun")), "unknown scheduler 'heun'"),
         (SearchRequest(sampling=Sampling(height=7)), "height must be an integer from 8"),
