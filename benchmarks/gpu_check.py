@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -405,7 +407,7 @@ def part_correctness(plan: Plan, rep: Report) -> None:
 
 def part_throughput(plan: Plan, rep: Report, peak_tflops: float) -> None:
     dev, n, batch, steps, guidance = plan.device, plan.candidates, plan.batch, plan.steps, 5.0
-    pipes: dict[str, Any] = {}
+    pipes = rep.pipes  # kept for the memory part, even if a later size fails
     eager: dict[str, float] = {}
     flops: dict[str, float] = {}  # per row, counted on the eager network
     for name, cfg in plan.unets.items():
@@ -442,8 +444,11 @@ def part_throughput(plan: Plan, rep: Report, peak_tflops: float) -> None:
             continue
         t0 = time.perf_counter()
         adapter = with_compiled_unet(pipes[name], name, dev, plan.compile_backend)
-        compile_s, _ = timed(lambda: search_nfe_per_s(adapter, n, 1, guidance, batch), dev)  # compiles the bucket
-        nfe_s, result = search_nfe_per_s(adapter, n, steps, guidance, batch)
+        try:
+            compile_s, _ = timed(lambda: search_nfe_per_s(adapter, n, 1, guidance, batch), dev)  # compiles the bucket
+            nfe_s, result = search_nfe_per_s(adapter, n, steps, guidance, batch)
+        finally:
+            pipes[name].unet = pipes[name].unet._orig_mod  # back to eager for the memory part
         gain = nfe_s / eager[name]
         rep.result[f"compile_gain_{name}"] = gain
         if name == "sdxl":
@@ -454,10 +459,6 @@ def part_throughput(plan: Plan, rep: Report, peak_tflops: float) -> None:
             f"first search {compile_s:.0f} s (compilation), padded rows {result.accounting.padded_rows}; "
             f"{time.perf_counter() - t0:.0f} s"
         )
-        pipes[name].unet = pipes[name].unet._orig_mod  # back to eager for the memory part
-    rep.pipes.update(pipes)
-
-
 
 
 def build_verifiers(plan: Plan) -> dict[str, Any]:
@@ -555,21 +556,40 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rep = Report(start=time.perf_counter(), time_limit=args.time_limit)
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 comparisons are fp32
     rep.say(f"device {device_name(plan.device)}, torch {torch.__version__}, smoke={args.smoke} quick={args.quick}")
-    parts: list[tuple[str, Callable[[], None]]] = [("correctness", lambda: part_correctness(plan, rep))]
+
+    def throughput() -> None:
+        peak = matmul_tflops(plan.device, plan.throughput_dtype, plan.matmul_n, reps=3 if args.smoke else 20)
+        rep.say(f"measured {str(plan.throughput_dtype)[6:]} matmul peak {peak:.2f} TFLOP/s ({plan.matmul_n}^3)")
+        part_throughput(plan, rep, peak)
+
+    parts: list[tuple[str, Callable[[], None]]] = [
+        ("correctness", lambda: part_correctness(plan, rep)),
+        ("throughput", throughput),
+        ("verifiers", lambda: part_verifiers(plan, rep, batch=4 if args.smoke else 16)),
+        ("memory", lambda: part_memory(plan, rep)),
+    ]
+    # an outer `timeout` sends SIGTERM: end through `finally`, so the RESULT line is still printed
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         for title, run in parts:
-            if rep.has_time(title):
+            if not rep.has_time(title):
+                continue
+            try:
                 run()
-        if rep.has_time("throughput"):
-            peak = matmul_tflops(plan.device, plan.throughput_dtype, plan.matmul_n, reps=3 if args.smoke else 20)
-            rep.say(f"measured {str(plan.throughput_dtype)[6:]} matmul peak {peak:.2f} TFLOP/s ({plan.matmul_n}^3)")
-            part_throughput(plan, rep, peak)
-        if rep.has_time("verifiers"):
-            part_verifiers(plan, rep, batch=4 if args.smoke else 16)
-        part_memory(plan, rep)
+            except Exception as e:  # one failing part must not cost the figures of the others
+                if args.smoke:
+                    raise
+                rep.say(f"{title}: FAILED with {type(e).__name__}: {e}")
+                traceback.print_exc(file=sys.stdout)
+                sys.stdout.flush()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         print(rep.result_line(), flush=True)
     return rep.result
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
