@@ -213,7 +213,7 @@ def unreadable_error(path: str | os.PathLike, err: BaseException) -> ValueError:
     """The error for a checkpoint that is not plain tensors (pickled code or objects, truncated, foreign)."""
     return ValueError(
         f"could not read {str(path)!r} as tensors with torch.load(weights_only=True) ({describe_error(err, 100)}); "
-        "pass the official file (a dict of tensors), not a pickled model"
+        "pass the official file (tensors, not pickled code)"
     )
 
 
