@@ -212,8 +212,8 @@ def describe_error(err: BaseException, limit: int = 240) -> str:
 def unreadable_error(path: str | os.PathLike, err: BaseException) -> ValueError:
     """The error for a checkpoint that is not plain tensors (pickled code or objects, truncated, foreign)."""
     return ValueError(
-        f"could not read {str(path)!r} as tensors (torch.load, weights only: {describe_error(err, 70)}); "
-        "pass the official checkpoint file (a dict of tensors), not a pickled model"
+        f"could not read {str(path)!r} as tensors with torch.load(weights_only=True) ({describe_error(err, 100)}); "
+        "pass the official file (tensors, not pickled code)"
     )
 
 
@@ -226,7 +226,7 @@ def load_weights(path: str | os.PathLike) -> dict:
         try:
             return load_file(str(path))
         except Exception as err:  # truncated or not a safetensors file
-            raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err, 70)})") from err
+            raise ValueError(f"could not read {str(path)!r} as safetensors ({describe_error(err, 100)})") from err
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code, truncated file, not a torch file
