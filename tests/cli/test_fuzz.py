@@ -256,7 +256,7 @@ def test_bad_value_exits_2_with_a_one_line_cause(case, files, tmp_path):
 
 @pytest.mark.parametrize("case", sorted(BAD_LOADING))
 def test_bad_device_or_dtype_exits_2_before_loading_weights(case, tmp_path, monkeypatch):
-    import noisesearch.models as models
+    import noisesearch.models.loading as models
 
     def no_loading(*a, **k):
         raise AssertionError("weights were loaded despite a bad --device/--dtype")
@@ -317,7 +317,7 @@ def test_random_names_are_one_line_errors(tmp_path_factory, option, text):
 @FUZZ
 @given(st.sampled_from(["--device", "--dtype"]), JUNK)
 def test_random_devices_and_dtypes_are_one_line_errors(tmp_path_factory, option, text):
-    import noisesearch.models as models
+    import noisesearch.models.loading as models
 
     if option == "--device":
         assume(text not in ("auto",) and not _is_valid_device(text))
