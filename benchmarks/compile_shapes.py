@@ -22,9 +22,9 @@ import time
 import torch
 from torch._dynamo.utils import counters
 
-from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.core.compile import compile_denoiser
 from noisesearch.core.sampler import CoreConfig, DenoisingCore
+from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.testing.tiny import tiny_sd_pipeline
 
 SEQUENCE = (5, 7, 3, 6)
@@ -73,12 +73,20 @@ def main() -> None:
         graphs = int(counters["stats"]["unique_graphs"]) - before
         diff = float((scores - ref).abs().max())
         out[name] = (graphs, first_s, nfe / steady_s, diff)
-        print(f"{name}: {graphs} compilations, first sequence {first_s:.1f} s (compiling), steady {nfe / steady_s:.1f} NFE/s, "
-              f"max |score - eager| {diff:.1e}", flush=True)
+        print(
+            f"{name}: {graphs} compilations, first sequence {first_s:.1f} s (compiling), steady {nfe / steady_s:.1f} NFE/s, "
+            f"max |score - eager| {diff:.1e}",
+            flush=True,
+        )
     pipe.unet = eager_net
-    print("RESULT " + " ".join(
-        f"{k}_graphs={v[0]} {k}_first_s={v[1]:.1f} {k}_steady_nfe_s={v[2]:.1f} {k}_max_diff={v[3]:.1e}" for k, v in out.items()
-    ) + f" eager_nfe_s={nfe / eager_s:.1f}")
+    print(
+        "RESULT "
+        + " ".join(
+            f"{k}_graphs={v[0]} {k}_first_s={v[1]:.1f} {k}_steady_nfe_s={v[2]:.1f} {k}_max_diff={v[3]:.1e}"
+            for k, v in out.items()
+        )
+        + f" eager_nfe_s={nfe / eager_s:.1f}"
+    )
 
 
 if __name__ == "__main__":

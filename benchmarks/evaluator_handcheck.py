@@ -45,8 +45,11 @@ def main() -> None:
             k = i * len(seeds) + j
             arr = (images[k].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             grid.paste(Image.fromarray(arr).resize((tile, tile), Image.NEAREST), (label_w + j * tile, i * (tile + 4)))
-            draw.text((label_w + j * tile + 2, i * (tile + 4) + 2), "YES" if ok[k] else "no",
-                      fill=(0, 140, 0) if ok[k] else (200, 0, 0))
+            draw.text(
+                (label_w + j * tile + 2, i * (tile + 4) + 2),
+                "YES" if ok[k] else "no",
+                fill=(0, 140, 0) if ok[k] else (200, 0, 0),
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     grid.save(args.out / "evaluator_handcheck.png")
     verdicts = [{"prompt": p, "seed": s, "satisfied": bool(v)} for p, s, v in zip(flat_p, flat_s, ok)]

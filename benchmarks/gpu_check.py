@@ -49,11 +49,11 @@ import torch
 
 import noisesearch
 from noisesearch.core import CoreConfig, DenoisingCore
-from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.core.adapter import ModelInfo
 from noisesearch.core.compile import compile_denoiser
 from noisesearch.core.memory import CudaMemoryProbe, MemoryProbe, RowCost, auto_batch
 from noisesearch.core.schedule import make_scheduler
+from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG, _text_encoder, tiny_clip_tokenizer
 
 #: fp32 on the device vs fp32 on the CPU: max abs pixel difference (images in [0, 1])
@@ -66,24 +66,49 @@ PROMPT = "a red circle left of a blue square"
 
 #: Stable Diffusion 1.5's UNet (860M parameters), 64x64 latents (512 px)
 SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280),
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    cross_attention_dim=768,
+    block_out_channels=(320, 640, 1280, 1280),
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8, layers_per_block=2,
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    attention_head_dim=8,
+    layers_per_block=2,
 )
 #: SDXL-base's UNet (2.6B parameters), 128x128 latents (1024 px)
 SDXL_UNET = dict(
-    sample_size=128, in_channels=4, out_channels=4, cross_attention_dim=2048, block_out_channels=(320, 640, 1280),
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    cross_attention_dim=2048,
+    block_out_channels=(320, 640, 1280),
     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(5, 10, 20),
-    transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, layers_per_block=2,
-    addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(5, 10, 20),
+    transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True,
+    layers_per_block=2,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
 )
 #: a small SDXL-shaped UNet (the correctness part's pipeline)
 SMALL_SDXL_UNET = dict(
-    sample_size=16, in_channels=4, out_channels=4, cross_attention_dim=64, block_out_channels=(32, 64),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-    attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2), use_linear_projection=True, layers_per_block=1,
-    addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + 32,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    cross_attention_dim=64,
+    block_out_channels=(32, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    attention_head_dim=(2, 4),
+    transformer_layers_per_block=(1, 2),
+    use_linear_projection=True,
+    layers_per_block=1,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=8 * 6 + 32,
     norm_num_groups=8,
 )
 
@@ -92,18 +117,31 @@ def smoke_unet(sdxl: bool) -> dict[str, Any]:
     """The smallest UNet of each layout (one cross-attention level, no middle block), so that
     dynamo traces it in seconds."""
     cfg: dict[str, Any] = dict(
-        sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8,), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",),
-        attention_head_dim=2, norm_num_groups=4, cross_attention_dim=16,
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8,),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",),
+        attention_head_dim=2,
+        norm_num_groups=4,
+        cross_attention_dim=16,
         mid_block_type=None,  # halves what dynamo traces; the full-size UNets keep theirs
     )
     if sdxl:
-        cfg.update(cross_attention_dim=32, use_linear_projection=True, addition_embed_type="text_time",
-                   addition_time_embed_dim=4, projection_class_embeddings_input_dim=4 * 6 + 16)
+        cfg.update(
+            cross_attention_dim=32,
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=4,
+            projection_class_embeddings_input_dim=4 * 6 + 16,
+        )
     return cfg
 
 
 # --- the few CUDA-only calls -------------------------------------------------------------------------
+
 
 def synchronize(device: torch.device) -> None:
     """Waits for queued kernels, so wall-clock timings are real (CUDA-only; no-op elsewhere)."""
@@ -112,7 +150,11 @@ def synchronize(device: torch.device) -> None:
 
 
 def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({torch.get_num_threads()} threads)"
+    return (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{device.type} ({torch.get_num_threads()} threads)"
+    )
 
 
 class SimulatedProbe:
@@ -148,19 +190,30 @@ def memory_probe(adapter: Any, device: torch.device) -> tuple[MemoryProbe, bool]
 
 # --- building pipelines ------------------------------------------------------------------------------
 
+
 def _vae(levels: int, device: torch.device) -> Any:
     """A light random-weight VAE with the right scale factor (2 ** (levels - 1)), so decoding is cheap."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16,) * levels,
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        norm_num_groups=8, layers_per_block=1,
-    ).to(device).eval()
+    return (
+        AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            block_out_channels=(16,) * levels,
+            down_block_types=("DownEncoderBlock2D",) * levels,
+            up_block_types=("UpDecoderBlock2D",) * levels,
+            norm_num_groups=8,
+            layers_per_block=1,
+        )
+        .to(device)
+        .eval()
+    )
 
 
-def build_pipeline(unet_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype, vae_levels: int,
-                   max_length: int, seed: int = 0) -> Any:
+def build_pipeline(
+    unet_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype, vae_levels: int, max_length: int, seed: int = 0
+) -> Any:
     """A random-weight SD (or SDXL, when the UNet has ``addition_embed_type``) pipeline: the given
     UNet, light CLIP text encoders of the matching widths, a light VAE, no downloads."""
     from diffusers import (
@@ -184,14 +237,24 @@ def build_pipeline(unet_cfg: dict[str, Any], device: torch.device, dtype: torch.
         te1 = _text_encoder(seed + 2, hidden=ctx - pooled, max_length=max_length)
         te2 = _text_encoder(seed + 3, hidden=pooled, projection=pooled, max_length=max_length)
         pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok, unet=unet,
+            vae=vae,
+            text_encoder=te1,
+            text_encoder_2=te2,
+            tokenizer=tok,
+            tokenizer_2=tok,
+            unet=unet,
             scheduler=EulerDiscreteScheduler.from_config(SD_SCHEDULER_CONFIG),
         )
     else:
         pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=_text_encoder(seed + 2, hidden=ctx, max_length=max_length), tokenizer=tok,
-            unet=unet, scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
+            vae=vae,
+            text_encoder=_text_encoder(seed + 2, hidden=ctx, max_length=max_length),
+            tokenizer=tok,
+            unet=unet,
+            scheduler=DDIMScheduler.from_config(SD_SCHEDULER_CONFIG),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
@@ -217,6 +280,7 @@ def with_compiled_unet(pipe: Any, name: str, device: torch.device, backend: str)
 
 
 # --- measurements ------------------------------------------------------------------------------------
+
 
 def mean_red(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
     """A verifier of negligible cost, so throughput measures the sampler."""
@@ -281,14 +345,16 @@ def loop_nfe_per_s(pipe: Any, adapter: Any, n: int, steps: int, guidance: float,
 
 def search_nfe_per_s(adapter: Any, n: int, steps: int, guidance: float, batch: int) -> tuple[float, Any]:
     seconds, result = timed(
-        lambda: noisesearch.search(adapter, PROMPT, verifier=mean_red, candidates=n, steps=steps, guidance=guidance,
-                                   max_batch=batch),
+        lambda: noisesearch.search(
+            adapter, PROMPT, verifier=mean_red, candidates=n, steps=steps, guidance=guidance, max_batch=batch
+        ),
         adapter.device,
     )
     return result.accounting.nfe / seconds, result
 
 
 # --- the run -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Plan:
@@ -316,20 +382,43 @@ class Plan:
 def make_plan(args: argparse.Namespace) -> Plan:
     if args.smoke:
         return Plan(
-            device=torch.device("cpu"), low_dtypes=(torch.bfloat16,), throughput_dtype=torch.bfloat16,
-            unets={"sd15": smoke_unet(False), "sdxl": smoke_unet(True)}, correctness_unet=smoke_unet(True),
-            vae_levels=2, max_length=8, candidates=3, batch=2, loop_candidates=1, steps=2,
-            compile_backend="eager", compile_sizes=("sdxl",), verifiers="tiny", image_side=32, matmul_n=128,
+            device=torch.device("cpu"),
+            low_dtypes=(torch.bfloat16,),
+            throughput_dtype=torch.bfloat16,
+            unets={"sd15": smoke_unet(False), "sdxl": smoke_unet(True)},
+            correctness_unet=smoke_unet(True),
+            vae_levels=2,
+            max_length=8,
+            candidates=3,
+            batch=2,
+            loop_candidates=1,
+            steps=2,
+            compile_backend="eager",
+            compile_sizes=("sdxl",),
+            verifiers="tiny",
+            image_side=32,
+            matmul_n=128,
         )
     if not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device; run with --smoke for the CPU variant")
     quick = args.quick
     return Plan(
-        device=torch.device("cuda"), low_dtypes=(torch.bfloat16, torch.float16), throughput_dtype=torch.bfloat16,
-        unets={"sd15": SD15_UNET, "sdxl": SDXL_UNET}, correctness_unet=SMALL_SDXL_UNET,
-        vae_levels=4, max_length=77, candidates=8 if quick else 16, batch=8 if quick else 16,
-        loop_candidates=2 if quick else 4, steps=5 if quick else 10, compile_backend="inductor",
-        compile_sizes=("sdxl",) if quick else ("sdxl", "sd15"), verifiers="real", image_side=512, matmul_n=8192,
+        device=torch.device("cuda"),
+        low_dtypes=(torch.bfloat16, torch.float16),
+        throughput_dtype=torch.bfloat16,
+        unets={"sd15": SD15_UNET, "sdxl": SDXL_UNET},
+        correctness_unet=SMALL_SDXL_UNET,
+        vae_levels=4,
+        max_length=77,
+        candidates=8 if quick else 16,
+        batch=8 if quick else 16,
+        loop_candidates=2 if quick else 4,
+        steps=5 if quick else 10,
+        compile_backend="inductor",
+        compile_sizes=("sdxl",) if quick else ("sdxl", "sd15"),
+        verifiers="real",
+        image_side=512,
+        matmul_n=8192,
     )
 
 
@@ -353,8 +442,15 @@ class Report:
         return False
 
     def result_line(self) -> str:
-        keys = ("speedup_sd15", "speedup_sdxl", "efficiency_sdxl", "peak_fraction_sdxl", "compile_gain_sdxl",
-                "verifier_speedup_min", "correct")
+        keys = (
+            "speedup_sd15",
+            "speedup_sdxl",
+            "efficiency_sdxl",
+            "peak_fraction_sdxl",
+            "compile_gain_sdxl",
+            "verifier_speedup_min",
+            "correct",
+        )
         return "RESULT " + " ".join(f"{k}={self.result.get(k, math.nan):.3f}" for k in keys)
 
 
@@ -386,7 +482,9 @@ def part_correctness(plan: Plan, rep: Report) -> None:
         rep.say("correctness toyworld: the embedded model is not installed; skipped")
     # (b) an SDXL-shaped pipeline: fp32 device vs CPU, then reduced precisions and compile on the device
     cfg = plan.correctness_unet
-    ref = images_of(adapter_of(build_pipeline(cfg, torch.device("cpu"), torch.float32, 2, plan.max_length), "ref"), steps, n)
+    ref = images_of(
+        adapter_of(build_pipeline(cfg, torch.device("cpu"), torch.float32, 2, plan.max_length), "ref"), steps, n
+    )
     pipe32 = build_pipeline(cfg, dev, torch.float32, 2, plan.max_length)
     fp32 = images_of(adapter_of(pipe32, "fp32"), steps, n)
     _, mx = compare(fp32, ref)
@@ -401,7 +499,9 @@ def part_correctness(plan: Plan, rep: Report) -> None:
     compiled = images_of(with_compiled_unet(pipe32, "fp32", dev, plan.compile_backend), steps, n)
     mean, mx = compare(compiled, fp32)
     ok &= mean <= tol["mean"] and mx <= tol["max"]
-    rep.say(f"correctness sdxl-shaped compiled ({plan.compile_backend}) vs eager, fp32: mean |diff| {mean:.2e} max {mx:.2e}")
+    rep.say(
+        f"correctness sdxl-shaped compiled ({plan.compile_backend}) vs eager, fp32: mean |diff| {mean:.2e} max {mx:.2e}"
+    )
     rep.result["correct"] = float(ok)
 
 
@@ -445,7 +545,9 @@ def part_throughput(plan: Plan, rep: Report, peak_tflops: float) -> None:
         t0 = time.perf_counter()
         adapter = with_compiled_unet(pipes[name], name, dev, plan.compile_backend)
         try:
-            compile_s, _ = timed(lambda: search_nfe_per_s(adapter, n, 1, guidance, batch), dev)  # compiles the bucket
+            compile_s, _ = timed(
+                lambda adapter=adapter: search_nfe_per_s(adapter, n, 1, guidance, batch), dev
+            )  # compiles the bucket
             nfe_s, result = search_nfe_per_s(adapter, n, steps, guidance, batch)
         finally:
             pipes[name].unet = pipes[name].unet._orig_mod  # back to eager for the memory part
@@ -481,26 +583,48 @@ def build_verifiers(plan: Plan) -> dict[str, Any]:
             clip_model = open_clip.create_model("ViT-L-14", pretrained=None, device=dev).eval().requires_grad_(False)
             hps_model = open_clip.create_model("ViT-H-14", pretrained=None, device=dev).eval().requires_grad_(False)
             ir = ImageRewardModel(BlipVisionConfig(), BlipTextConfig()).eval().requires_grad_(False)
-        clip = CLIPScoreVerifier(clip_model, open_clip.get_tokenizer("ViT-L-14"), 224, open_clip.OPENAI_DATASET_MEAN,
-                                 open_clip.OPENAI_DATASET_STD)
+        clip = CLIPScoreVerifier(
+            clip_model,
+            open_clip.get_tokenizer("ViT-L-14"),
+            224,
+            open_clip.OPENAI_DATASET_MEAN,
+            open_clip.OPENAI_DATASET_STD,
+        )
         hps = HPSVerifier(hps_model, open_clip.get_tokenizer("ViT-H-14"))
-        return {"clipscore-L14": clip, "hpsv2-H14": hps, "imagereward-blip": ImageRewardVerifier(ir, tiny_bert_tokenizer(35))}
+        return {
+            "clipscore-L14": clip,
+            "hpsv2-H14": hps,
+            "imagereward-blip": ImageRewardVerifier(ir, tiny_bert_tokenizer(35)),
+        }
     import tempfile
     from pathlib import Path
 
     from noisesearch.testing import tiny_open_clip
 
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     model = tiny_open_clip("gpu-check-tiny", cfg, Path(tempfile.mkdtemp(prefix="gpu-check-")))
     tok = open_clip.get_tokenizer("gpu-check-tiny")
     clip = CLIPScoreVerifier(model, tok, 32, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     ir = ImageRewardModel(
         BlipVisionConfig(image_size=32, patch_size=16, width=16, layers=1, heads=2),
-        BlipTextConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32, max_position_embeddings=40),
+        BlipTextConfig(
+            vocab_size=100,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=40,
+        ),
     ).eval()
-    return {"clipscore-tiny": clip, "hpsv2-tiny": HPSVerifier(model, tok, 32), "imagereward-tiny": ImageRewardVerifier(ir, tiny_bert_tokenizer(35))}
+    return {
+        "clipscore-tiny": clip,
+        "hpsv2-tiny": HPSVerifier(model, tok, 32),
+        "imagereward-tiny": ImageRewardVerifier(ir, tiny_bert_tokenizer(35)),
+    }
 
 
 @torch.no_grad()
@@ -514,12 +638,17 @@ def part_verifiers(plan: Plan, rep: Report, batch: int) -> None:
         if not rep.has_time(f"verifier {name}"):
             break
         verifier.score(images[:2], prompts[:2])  # warm-up and text cache
-        batched, scores = timed(lambda: verifier.score(images, prompts), dev)
-        single, one_by_one = timed(lambda: torch.cat([verifier.score(images[i:i + 1], prompts[:1]) for i in range(batch)]), dev)
+        batched, scores = timed(lambda verifier=verifier: verifier.score(images, prompts), dev)
+        single, one_by_one = timed(
+            lambda verifier=verifier: torch.cat([verifier.score(images[i : i + 1], prompts[:1]) for i in range(batch)]),
+            dev,
+        )
         diff = float((scores.float() - one_by_one.float()).abs().max())
         speedups.append(single / batched)
-        rep.say(f"verifier {name}: batch of {batch} {batch / batched:.1f} img/s, one at a time {batch / single:.1f} img/s "
-                f"(x{single / batched:.2f}); max |score diff| {diff:.1e}")
+        rep.say(
+            f"verifier {name}: batch of {batch} {batch / batched:.1f} img/s, one at a time {batch / single:.1f} img/s "
+            f"(x{single / batched:.2f}); max |score diff| {diff:.1e}"
+        )
     if speedups:
         rep.result["verifier_speedup_min"] = min(speedups)
 
@@ -545,10 +674,16 @@ def part_memory(plan: Plan, rep: Report) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="reduced run: fewer candidates and steps, no SD-1.5 compile")
+    parser.add_argument(
+        "--quick", action="store_true", help="reduced run: fewer candidates and steps, no SD-1.5 compile"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (the test suite's run)")
-    parser.add_argument("--time-limit", type=float, default=None,
-                        help="start no part after this many seconds (default 420 on a GPU, none with --smoke)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="start no part after this many seconds (default 420 on a GPU, none with --smoke)",
+    )
     args = parser.parse_args(argv)
     if args.time_limit is None:
         args.time_limit = math.inf if args.smoke else 420.0

@@ -36,14 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toyworld_scaling import heldout_subset  # noqa: E402
 
 import noisesearch  # noqa: E402
-from noisesearch.npnet.prior import NPNetPrior, TOYWORLD_NPNET, load_cached  # noqa: E402
+from noisesearch.npnet.prior import TOYWORLD_NPNET, NPNetPrior, load_cached  # noqa: E402
 from noisesearch.toyworld import evaluator  # noqa: E402
 
 METHODS = ("standard", "npnet", "random", "npnet+random")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--per-category", type=int, default=34, help="held-out prompts per category (all where fewer)")
     ap.add_argument("--candidates", type=int, default=16, help="N: the largest compute multiple")
     ap.add_argument("--npnet", type=Path, default=TOYWORLD_NPNET, help="NPNet checkpoint")
@@ -95,7 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     model = noisesearch.load_model("toyworld", device="cpu", dtype="fp32")
     verifier = noisesearch.load_verifier(args.verifier)
     net = load_cached(args.npnet)
-    print(f"{len(prompts)} prompts × {n} standard + {n} golden candidates, verifier {args.verifier}, NPNet {args.npnet}", flush=True)
+    print(
+        f"{len(prompts)} prompts × {n} standard + {n} golden candidates, verifier {args.verifier}, NPNet {args.npnet}",
+        flush=True,
+    )
 
     ok = {m: np.zeros((len(prompts), len(ks))) for m in ("random", "npnet+random")}
     score = {m: np.zeros((len(prompts), len(ks))) for m in ("random", "npnet+random")}
@@ -103,8 +108,14 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     for i, (category, prompt) in enumerate(prompts):
         cats.append(category)
-        common = dict(verifier=verifier, candidates=n, seed=args.seed + 1000 * i, steps=args.steps,
-                      guidance=args.guidance, max_batch=n)
+        common = dict(
+            verifier=verifier,
+            candidates=n,
+            seed=args.seed + 1000 * i,
+            steps=args.steps,
+            guidance=args.guidance,
+            max_batch=n,
+        )
         for method, prior in (("random", None), ("npnet+random", NPNetPrior(net))):
             result = noisesearch.search(model, prompt, prior=prior, **common)
             cands = sorted(result.candidates, key=lambda c: c.seed)
@@ -121,16 +132,32 @@ def main(argv: list[str] | None = None) -> dict:
 
     over = overhead_fraction(model, net, args.steps, args.guidance)
     rates = {
-        "standard": ok["random"][:, 0], "npnet": ok["npnet+random"][:, 0],
+        "standard": ok["random"][:, 0],
+        "npnet": ok["npnet+random"][:, 0],
     }
     summary = {
-        "prompts": len(prompts), "candidates": n, "ks": ks, "verifier": args.verifier, "npnet": str(args.npnet),
-        "steps": args.steps, "guidance": args.guidance, "nfe_total": nfe, "prior_calls": prior_calls,
-        "overhead": over, "seconds": round(time.perf_counter() - t0, 1),
+        "prompts": len(prompts),
+        "candidates": n,
+        "ks": ks,
+        "verifier": args.verifier,
+        "npnet": str(args.npnet),
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "nfe_total": nfe,
+        "prior_calls": prior_calls,
+        "overhead": over,
+        "seconds": round(time.perf_counter() - t0, 1),
         "satisfaction": {m: [float(v) for v in ok[m].mean(0)] for m in ok},
-        "satisfaction_se": {m: [float(v) for v in ok[m].std(0, ddof=1) / math.sqrt(len(prompts))] if len(prompts) > 1 else [0.0] * len(ks) for m in ok},
+        "satisfaction_se": {
+            m: [float(v) for v in ok[m].std(0, ddof=1) / math.sqrt(len(prompts))]
+            if len(prompts) > 1
+            else [0.0] * len(ks)
+            for m in ok
+        },
         "score": {m: [float(v) for v in score[m].mean(0)] for m in score},
-        "per_category": {c: {m: [float(v) for v in ok[m][[x == c for x in cats]].mean(0)] for m in ok} for c in sorted(set(cats))},
+        "per_category": {
+            c: {m: [float(v) for v in ok[m][[x == c for x in cats]].mean(0)] for m in ok} for c in sorted(set(cats))
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(summary, args.out / "npnet_vs_search.md")
@@ -159,17 +186,36 @@ def write_table(s: dict, path: Path) -> None:
     for m in ("random", "npnet+random"):
         cells = [f"{v:.3f} ± {e:.3f}" for v, e in zip(s["satisfaction"][m], s["satisfaction_se"][m])]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", f"Mean `{s['verifier']}` score of the chosen image:", "",
-              "| method | " + " | ".join(f"{k}×" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    lines += [
+        "",
+        f"Mean `{s['verifier']}` score of the chosen image:",
+        "",
+        "| method | " + " | ".join(f"{k}×" for k in ks) + " |",
+        "|---|" + "---|" * len(ks),
+    ]
     for m in ("random", "npnet+random"):
         lines.append(f"| {m} | " + " | ".join(f"{v:.3f}" for v in s["score"][m]) + " |")
-    lines += ["", "Per category (ground truth, " + ", ".join(f"{k}×" for k in ks) + "):", "",
-              "| category | random | npnet+random |", "|---|---|---|"]
+    lines += [
+        "",
+        "Per category (ground truth, " + ", ".join(f"{k}×" for k in ks) + "):",
+        "",
+        "| category | random | npnet+random |",
+        "|---|---|---|",
+    ]
     for c, d in s["per_category"].items():
-        lines.append(f"| {c} | " + " / ".join(f"{v:.2f}" for v in d["random"]) + " | " + " / ".join(f"{v:.2f}" for v in d["npnet+random"]) + " |")
+        lines.append(
+            f"| {c} | "
+            + " / ".join(f"{v:.2f}" for v in d["random"])
+            + " | "
+            + " / ".join(f"{v:.2f}" for v in d["npnet+random"])
+            + " |"
+        )
     o = s["overhead"]
-    lines += ["", f"NPNet cost: {o['npnet_s'] * 1e3:.1f} ms per noise vs {o['generation_s'] * 1e3:.1f} ms per generation "
-              f"(batch 1, CPU) = {100 * o['fraction']:.1f}% extra time per sample; it adds no NFEs."]
+    lines += [
+        "",
+        f"NPNet cost: {o['npnet_s'] * 1e3:.1f} ms per noise vs {o['generation_s'] * 1e3:.1f} ms per generation "
+        f"(batch 1, CPU) = {100 * o['fraction']:.1f}% extra time per sample; it adds no NFEs.",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -91,20 +91,28 @@ def build(name: str, scores: bool):
         from noisesearch.verifiers.pickscore import CLIPTowers, PickScoreVerifier
 
         if not scores:
-            return PickScoreVerifier(torch.nn.Linear(1, 1), lambda p: p, 224, CLIP_MEAN, CLIP_STD,
-                                     crop="transformers"), None
+            return PickScoreVerifier(
+                torch.nn.Linear(1, 1), lambda p: p, 224, CLIP_MEAN, CLIP_STD, crop="transformers"
+            ), None
         from transformers import CLIPConfig, CLIPModel
 
         cfg = CLIPConfig(  # laion/CLIP-ViT-H-14-laion2B-s32B-b79K's shapes, as PickScore_v1
             text_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24),
-            vision_config=dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
-                               patch_size=14, image_size=224),
+            vision_config=dict(
+                hidden_size=1280,
+                intermediate_size=5120,
+                num_attention_heads=16,
+                num_hidden_layers=32,
+                patch_size=14,
+                image_size=224,
+            ),
             projection_dim=1024,
         )
         towers = CLIPTowers(CLIPModel(cfg).eval())
         ids = torch.randint(1000, 40000, (1, 77), generator=torch.Generator().manual_seed(1))
-        v = PickScoreVerifier(towers, lambda prompts: ids.expand(len(prompts), -1), 224, CLIP_MEAN, CLIP_STD,
-                              crop="transformers")
+        v = PickScoreVerifier(
+            towers, lambda prompts: ids.expand(len(prompts), -1), 224, CLIP_MEAN, CLIP_STD, crop="transformers"
+        )
         return v, lambda x: v.score(x, ["p"] * x.shape[0])
     raise ValueError(name)
 
@@ -126,8 +134,10 @@ def main() -> None:
             imgs = images_8bit(args.images, h, w, seed=k)
             dmax, dmean, ds = both_modes(verifier, imgs, score)
             worst[name] = max(worst.get(name, 0.0), ds or 0.0)
-            print(f"{name:12s} {f'{h}x{w}':>10s} {dmax:11.2e} {dmean:12.2e} {'-' if ds is None else f'{ds:.2e}':>13s}",
-                  flush=True)
+            print(
+                f"{name:12s} {f'{h}x{w}':>10s} {dmax:11.2e} {dmean:12.2e} {'-' if ds is None else f'{ds:.2e}':>13s}",
+                flush=True,
+            )
         print(f"# {name}: {time.time() - t0:.0f} s")
     print("hpsv2/hpsv2.1: both modes identical on 8-bit images (the reference resizes ToTensor's float output)")
     print("RESULT " + " ".join(f"{k}={v:.2e}" for k, v in worst.items()))

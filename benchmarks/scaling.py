@@ -122,14 +122,27 @@ FILE_STEM = "scaling_toyworld"
 
 #: seconds of one CPU core per full 20-step sample in each strategy, measured on the development
 #: machine at 4x and 16x (random: batched 64); used only for the estimate printed at the start
-CORE_SECONDS_PER_SAMPLE = {"random": 0.22, "prune": 0.3, "zero-order": 0.45, "paths": 0.41, "smc": 0.30, "gradient": 2.15}
+CORE_SECONDS_PER_SAMPLE = {
+    "random": 0.22,
+    "prune": 0.3,
+    "zero-order": 0.45,
+    "paths": 0.41,
+    "smc": 0.30,
+    "gradient": 2.15,
+}
 
 DEFAULTS = {
-    "prompts": 100, "budgets": "1,4,16,64", "strategies": "random,zero-order,paths,smc",
-    "verifiers": "toyclip,toyrelation", "max_multiple": "toyclip=16,toyrelation=4",
+    "prompts": 100,
+    "budgets": "1,4,16,64",
+    "strategies": "random,zero-order,paths,smc",
+    "verifiers": "toyclip,toyrelation",
+    "max_multiple": "toyclip=16,toyrelation=4",
 }
 QUICK = {
-    "prompts": 6, "budgets": "1,4,16", "strategies": "random,zero-order,smc", "verifiers": "toyclip",
+    "prompts": 6,
+    "budgets": "1,4,16",
+    "strategies": "random,zero-order,smc",
+    "verifiers": "toyclip",
     "max_multiple": "16",
 }
 
@@ -180,7 +193,8 @@ def weights_fingerprint() -> str:
 
 def select_prompts(n: int) -> list[tuple[int, str, str]]:
     """(held-out index, category, prompt) of a fixed, category-stratified subset of n held-out prompts."""
-    from noisesearch.prompts import load_prompts, select_prompts as balanced
+    from noisesearch.prompts import load_prompts
+    from noisesearch.prompts import select_prompts as balanced
     from noisesearch.toyworld import grammar
 
     counts = Counter(item.category for item in balanced(load_prompts("toyworld-heldout"), limit=n))
@@ -188,8 +202,14 @@ def select_prompts(n: int) -> list[tuple[int, str, str]]:
     return sorted((index[p], c, p) for c, p in heldout_subset(dict(counts)))
 
 
-def plan_units(prompts: Sequence[tuple[int, str, str]], strategies: Sequence[str], verifiers: Sequence[str],
-               budgets: Sequence[int], max_multiple: dict[str, int], settings: Settings) -> list[Unit]:
+def plan_units(
+    prompts: Sequence[tuple[int, str, str]],
+    strategies: Sequence[str],
+    verifiers: Sequence[str],
+    budgets: Sequence[int],
+    max_multiple: dict[str, int],
+    settings: Settings,
+) -> list[Unit]:
     """Every unit of the requested matrix, prompt by prompt (done rows are filtered out later)."""
     units = []
     random_top = max(budgets) if "random" in strategies else 1
@@ -246,8 +266,9 @@ def init_worker(threads: int, settings: Settings) -> None:
 
     torch.set_num_threads(threads)
     model = noisesearch.load_model("toyworld", device="cpu", dtype="fp32")
-    _STATE.update(model=model, settings=settings,
-                  verifiers={name: noisesearch.load_verifier(name) for name in VERIFIERS})
+    _STATE.update(
+        model=model, settings=settings, verifiers={name: noisesearch.load_verifier(name) for name in VERIFIERS}
+    )
 
 
 def _score_all(images, prompt: str) -> dict[str, np.ndarray]:
@@ -264,9 +285,16 @@ def _score_all(images, prompt: str) -> dict[str, np.ndarray]:
 def _row(unit: Unit, verifier: str, multiple: int, **values: Any) -> dict[str, Any]:
     s: Settings = _STATE["settings"]
     return {
-        "prompt_index": unit.index, "prompt": unit.prompt, "category": unit.category, "seed": unit.seed,
-        "strategy": unit.strategy, "verifier": verifier, "multiple": multiple,
-        "budget_nfe": multiple * s.steps, **asdict(s), **values,
+        "prompt_index": unit.index,
+        "prompt": unit.prompt,
+        "category": unit.category,
+        "seed": unit.seed,
+        "strategy": unit.strategy,
+        "verifier": verifier,
+        "multiple": multiple,
+        "budget_nfe": multiple * s.steps,
+        **asdict(s),
+        **values,
     }
 
 
@@ -275,8 +303,15 @@ def _search(unit: Unit, strategy: str, verifier: str, multiple: int):
 
     s: Settings = _STATE["settings"]
     return noisesearch.search(
-        _STATE["model"], unit.prompt, strategy=strategy, verifier=_STATE["verifiers"][verifier],
-        budget=multiple * s.steps, seed=unit.seed, steps=s.steps, guidance=s.guidance, max_batch=64,
+        _STATE["model"],
+        unit.prompt,
+        strategy=strategy,
+        verifier=_STATE["verifiers"][verifier],
+        budget=multiple * s.steps,
+        seed=unit.seed,
+        steps=s.steps,
+        guidance=s.guidance,
+        max_batch=64,
     )
 
 
@@ -310,15 +345,33 @@ def run_random(unit: Unit) -> list[dict[str, Any]]:
         select = scores_search if verifier == unit.verifier else scores[verifier]
         for n in unit.multiples:
             j = int(np.argmax(select[:n]))  # first maximum: ties go to the lowest seed, as in result.ranked()
-            rows.append(_row(
-                unit, verifier, n, status="ok", reason=None,
-                nfe=per_candidate * n, network_rows=None, verifier_calls=n, decoded=n,
-                nfe_source=f"meter of one {top}x random run, first {n} candidates"
-                + ("" if verifier == unit.verifier else f" (searched on {unit.verifier}, re-selected by {verifier})"),
-                candidates=n, best_seed=seeds[j], search_score=float(select[j]),
-                scores={v: float(scores[v][j]) for v in VERIFIERS}, gt=bool(ok[j]), oracle=bool(ok[:n].any()),
-                seconds=seconds, cpu_seconds=cpu_seconds,
-            ))
+            rows.append(
+                _row(
+                    unit,
+                    verifier,
+                    n,
+                    status="ok",
+                    reason=None,
+                    nfe=per_candidate * n,
+                    network_rows=None,
+                    verifier_calls=n,
+                    decoded=n,
+                    nfe_source=f"meter of one {top}x random run, first {n} candidates"
+                    + (
+                        ""
+                        if verifier == unit.verifier
+                        else f" (searched on {unit.verifier}, re-selected by {verifier})"
+                    ),
+                    candidates=n,
+                    best_seed=seeds[j],
+                    search_score=float(select[j]),
+                    scores={v: float(scores[v][j]) for v in VERIFIERS},
+                    gt=bool(ok[j]),
+                    oracle=bool(ok[:n].any()),
+                    seconds=seconds,
+                    cpu_seconds=cpu_seconds,
+                )
+            )
     return rows
 
 
@@ -330,8 +383,7 @@ def run_strategy(unit: Unit) -> list[dict[str, Any]]:
     verifier = _STATE["verifiers"][unit.verifier]
     for m in unit.multiples:
         if unit.strategy == "gradient" and not getattr(verifier, "differentiable", False):
-            rows.append(_row(unit, unit.verifier, m, status="skipped",
-                             reason=f"{unit.verifier} is not differentiable"))
+            rows.append(_row(unit, unit.verifier, m, status="skipped", reason=f"{unit.verifier} is not differentiable"))
             continue
         wall, cpu = time.perf_counter(), time.process_time()
         try:
@@ -346,14 +398,29 @@ def run_strategy(unit: Unit) -> list[dict[str, Any]]:
         scores = _score_all(image, unit.prompt)
         ok = bool(evaluator.satisfies_batch(image.numpy(), [unit.prompt])[0])
         acc = result.accounting
-        rows.append(_row(
-            unit, unit.verifier, m, status="ok", reason=None, options=result.settings.get("strategy_options"),
-            nfe=acc.nfe, network_rows=acc.network_rows, verifier_calls=acc.verifier_calls, decoded=acc.decoded,
-            nfe_source="meter",
-            candidates=len(result.candidates), best_seed=best.seed, search_score=best.score,
-            scores={v: float(scores[v][0]) for v in VERIFIERS}, gt=ok, oracle=None,
-            seconds=time.perf_counter() - wall, cpu_seconds=time.process_time() - cpu,
-        ))
+        rows.append(
+            _row(
+                unit,
+                unit.verifier,
+                m,
+                status="ok",
+                reason=None,
+                options=result.settings.get("strategy_options"),
+                nfe=acc.nfe,
+                network_rows=acc.network_rows,
+                verifier_calls=acc.verifier_calls,
+                decoded=acc.decoded,
+                nfe_source="meter",
+                candidates=len(result.candidates),
+                best_seed=best.seed,
+                search_score=best.score,
+                scores={v: float(scores[v][0]) for v in VERIFIERS},
+                gt=ok,
+                oracle=None,
+                seconds=time.perf_counter() - wall,
+                cpu_seconds=time.process_time() - cpu,
+            )
+        )
     return rows
 
 
@@ -452,7 +519,8 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
         f"# Inference-time scaling on the embedded world ({n} held-out prompts)",
         "",
         f"Generated by `python benchmarks/scaling.py {meta['argv']}`. Model `toyworld`, {settings.steps} DDIM steps, "
-        f"guidance {settings.guidance}; prompts: " + ", ".join(f"{c} {k}" for c, k in sorted(cats.items()))
+        f"guidance {settings.guidance}; prompts: "
+        + ", ".join(f"{c} {k}" for c, k in sorted(cats.items()))
         + f" (category-stratified, evenly spaced within each category); prompt i of the held-out list uses seed "
         f"{settings.base_seed} + {SEED_STRIDE}·i for every strategy, verifier and budget. Weights fingerprint "
         f"`{settings.weights}`. Multiples are NFE budgets in units of one sample ({settings.steps} NFEs), NFEs counted "
@@ -470,8 +538,11 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
         "",
         "## Ground-truth satisfaction and search-verifier score vs compute",
         "",
-        "| strategy | search verifier | " + " | ".join(f"GT {m}×" for m in MULTIPLES) + " | "
-        + " | ".join(f"score {m}×" for m in MULTIPLES) + " |",
+        "| strategy | search verifier | "
+        + " | ".join(f"GT {m}×" for m in MULTIPLES)
+        + " | "
+        + " | ".join(f"score {m}×" for m in MULTIPLES)
+        + " |",
         "|---|---|" + "---|" * (2 * len(MULTIPLES)),
     ]
 
@@ -488,20 +559,31 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
             stats = {m: cell_stats(cells.get((strategy, verifier, m), {}), n, verifier) for m in MULTIPLES}
             searched = [stats[m] for m in MULTIPLES[1:] if stats[m] is not None]
             if not searched:  # not run: say so, and how to run it
-                lines.append(f"| {strategy} | {verifier} | not run (`--strategies {strategy} --verifiers {verifier}`) |"
-                             + " |" * (2 * len(MULTIPLES) - 1))
+                lines.append(
+                    f"| {strategy} | {verifier} | not run (`--strategies {strategy} --verifiers {verifier}`) |"
+                    + " |" * (2 * len(MULTIPLES) - 1)
+                )
                 continue
             if all("skipped" in st for st in searched):  # refused at every budget: one line says why
-                lines.append(f"| {strategy} | {verifier} | skipped: {searched[0]['skipped']} |"
-                             + " |" * (2 * len(MULTIPLES) - 1))
+                lines.append(
+                    f"| {strategy} | {verifier} | skipped: {searched[0]['skipped']} |" + " |" * (2 * len(MULTIPLES) - 1)
+                )
                 continue
-            lines.append(f"| {strategy} | {verifier} | " + " | ".join(fmt(stats[m], "gt", _pct) for m in MULTIPLES)
-                         + " | " + " | ".join(fmt(stats[m], "score", _num) for m in MULTIPLES) + " |")
+            lines.append(
+                f"| {strategy} | {verifier} | "
+                + " | ".join(fmt(stats[m], "gt", _pct) for m in MULTIPLES)
+                + " | "
+                + " | ".join(fmt(stats[m], "score", _num) for m in MULTIPLES)
+                + " |"
+            )
     oracle = {m: cell_stats(cells.get(("random", VERIFIERS[0], m), {}), n, VERIFIERS[0]) for m in MULTIPLES}
     if any(st and "oracle" in st for st in oracle.values()):
-        lines.append("| oracle (some candidate of random search satisfies) | – | "
-                     + " | ".join(_pct(st["oracle"]) if st and "oracle" in st else "–" for st in oracle.values())
-                     + " |" + " – |" * len(MULTIPLES))
+        lines.append(
+            "| oracle (some candidate of random search satisfies) | – | "
+            + " | ".join(_pct(st["oracle"]) if st and "oracle" in st else "–" for st in oracle.values())
+            + " |"
+            + " – |" * len(MULTIPLES)
+        )
 
     lines += [
         "",
@@ -510,14 +592,19 @@ def render(cells, prompts: Sequence[tuple[int, str, str]], settings: Settings, m
         "Δ: paired change from the 1× base image of the same prompts (mean ± standard error). A search that raises its "
         "own verifier's score but not the other verifier's or the ground truth is exploiting its verifier.",
         "",
-        "| search on | strategy | NFEs | " + " | ".join(f"{v} score (Δ)" for v in VERIFIERS) + " | GT satisfaction (Δ) |",
+        "| search on | strategy | NFEs | "
+        + " | ".join(f"{v} score (Δ)" for v in VERIFIERS)
+        + " | GT satisfaction (Δ) |",
         "|---|---|---|" + "---|" * len(VERIFIERS) + "---|",
     ]
     base_cell = cells.get(("random", VERIFIERS[0], 1), {})
     base = cell_stats(base_cell, n, VERIFIERS[0])
     if base and "skipped" not in base:
-        lines.append("| – (unsearched) | – | 1× | " + " | ".join(_num(base["under"][v]) for v in VERIFIERS)
-                     + f" | {_pct(base['gt'])} |")
+        lines.append(
+            "| – (unsearched) | – | 1× | "
+            + " | ".join(_num(base["under"][v]) for v in VERIFIERS)
+            + f" | {_pct(base['gt'])} |"
+        )
     for verifier in VERIFIERS:
         for strategy in STRATEGIES:
             for m in MULTIPLES[1:]:
@@ -548,9 +635,14 @@ def paired_vs_random(cell: dict[int, dict[str, Any]], base: dict[int, dict[str, 
     if not common:
         return None
     d = [float(cell[i]["gt"]) - float(base[i]["gt"]) for i in common]
-    out = {"n": len(common), "gt": mean_se([float(cell[i]["gt"]) for i in common]),
-           "random_gt": mean_se([float(base[i]["gt"]) for i in common]), "diff": mean_se(d),
-           "wins": sum(x > 0 for x in d), "losses": sum(x < 0 for x in d)}
+    out = {
+        "n": len(common),
+        "gt": mean_se([float(cell[i]["gt"]) for i in common]),
+        "random_gt": mean_se([float(base[i]["gt"]) for i in common]),
+        "diff": mean_se(d),
+        "wins": sum(x > 0 for x in d),
+        "losses": sum(x < 0 for x in d),
+    }
     for key in ("nfe", "verifier_calls", "decoded"):
         vals = [cell[i].get(key) for i in common]
         out[key] = float(np.mean(vals)) if all(v is not None for v in vals) else math.nan
@@ -582,7 +674,8 @@ def paired_section(cells, n: int) -> list[str]:
                 lines.append(
                     f"| {strategy} | {verifier} | {m}× | {pv['n']} | {_pct(pv['gt'])} | {_pct(pv['random_gt'])} | "
                     f"{100 * pv['diff'][0]:+.1f} ± {100 * pv['diff'][1]:.1f} | {pv['wins']} / {pv['losses']} | "
-                    f"{pv['nfe']:.0f} | {pv['verifier_calls']:.1f} (random {rnd_calls:.0f}) | {pv['decoded']:.1f} |")
+                    f"{pv['nfe']:.0f} | {pv['verifier_calls']:.1f} (random {rnd_calls:.0f}) | {pv['decoded']:.1f} |"
+                )
     return lines
 
 
@@ -606,14 +699,28 @@ def plot(cells, n: int, path: Path) -> None:
                 continue
             xs = [m * 2 ** (0.06 * (k - 2)) for m, _ in pts]  # nudged sideways so error bars do not overlap
             for row, key, scale in ((0, "gt", 100.0), (1, "score", 1.0)):
-                axes[row][col].errorbar(xs, [scale * st[key][0] for _, st in pts],
-                                        yerr=[scale * st[key][1] for _, st in pts],
-                                        marker="o", capsize=3, label=strategy, color=colours[strategy])
-        oracle = [(m, st) for m in MULTIPLES
-                  if (st := cell_stats(cells.get(("random", verifier, m), {}), n, verifier)) and "oracle" in st]
+                axes[row][col].errorbar(
+                    xs,
+                    [scale * st[key][0] for _, st in pts],
+                    yerr=[scale * st[key][1] for _, st in pts],
+                    marker="o",
+                    capsize=3,
+                    label=strategy,
+                    color=colours[strategy],
+                )
+        oracle = [
+            (m, st)
+            for m in MULTIPLES
+            if (st := cell_stats(cells.get(("random", verifier, m), {}), n, verifier)) and "oracle" in st
+        ]
         if len(oracle) > 1:
-            axes[0][col].plot([m for m, _ in oracle], [100 * st["oracle"][0] for _, st in oracle], "k--", alpha=0.5,
-                              label="oracle (random)")
+            axes[0][col].plot(
+                [m for m, _ in oracle],
+                [100 * st["oracle"][0] for _, st in oracle],
+                "k--",
+                alpha=0.5,
+                label="oracle (random)",
+            )
         axes[0][col].set_title(f"search on {verifier}")
         axes[0][col].set_ylabel("ground-truth satisfaction (%)")
         axes[1][col].set_ylabel(f"{verifier} score of the returned image")
@@ -667,7 +774,9 @@ def parse_max_multiple(text: str, verifiers: Sequence[str]) -> dict[str, int]:
         for part in text.split(","):
             name, value = (t.strip() for t in part.split("="))
             if name not in VERIFIERS:
-                raise SystemExit(f"error: --max-multiple names unknown verifier {name!r}; choose from {', '.join(VERIFIERS)}")
+                raise SystemExit(
+                    f"error: --max-multiple names unknown verifier {name!r}; choose from {', '.join(VERIFIERS)}"
+                )
             caps[name] = int(value)
         return caps
     except ValueError:
@@ -676,21 +785,32 @@ def parse_max_multiple(text: str, verifiers: Sequence[str]) -> dict[str, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python benchmarks/scaling.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['prompts']} prompts, budgets {QUICK['budgets']}, strategies "
-                        f"{QUICK['strategies']}, verifier {QUICK['verifiers']}; writes to a temporary folder "
-                        "unless --out is given (a few minutes)")
+        prog="python benchmarks/scaling.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK['prompts']} prompts, budgets {QUICK['budgets']}, strategies "
+        f"{QUICK['strategies']}, verifier {QUICK['verifiers']}; writes to a temporary folder "
+        "unless --out is given (a few minutes)",
+    )
     p.add_argument("--prompts", type=int, help=f"held-out prompts, category-stratified (default {DEFAULTS['prompts']})")
-    p.add_argument("--budgets", help=f"NFE multiples of one sample, from {','.join(map(str, MULTIPLES))} "
-                                     f"(default {DEFAULTS['budgets']})")
-    p.add_argument("--max-multiple",
-                   help="largest multiple run by strategies other than random (whose larger budgets are prefixes of "
-                        "one run, nearly free): one number, or one per search verifier as NAME=M,... "
-                        f"(default {DEFAULTS['max_multiple']})")
+    p.add_argument(
+        "--budgets",
+        help=f"NFE multiples of one sample, from {','.join(map(str, MULTIPLES))} (default {DEFAULTS['budgets']})",
+    )
+    p.add_argument(
+        "--max-multiple",
+        help="largest multiple run by strategies other than random (whose larger budgets are prefixes of "
+        "one run, nearly free): one number, or one per search verifier as NAME=M,... "
+        f"(default {DEFAULTS['max_multiple']})",
+    )
     p.add_argument("--strategies", help=f"from {','.join(STRATEGIES)} (default {DEFAULTS['strategies']})")
-    p.add_argument("--verifiers", help=f"search verifiers, from {','.join(VERIFIERS)} (default {DEFAULTS['verifiers']}; "
-                                       "random search is always also reported under every verifier: it is free)")
+    p.add_argument(
+        "--verifiers",
+        help=f"search verifiers, from {','.join(VERIFIERS)} (default {DEFAULTS['verifiers']}; "
+        "random search is always also reported under every verifier: it is free)",
+    )
     p.add_argument("--steps", type=int, help="denoising steps (default: the model's, 20)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the model's, 4.0)")
     p.add_argument("--seed", type=int, default=0, help=f"base seed; prompt i uses seed + {SEED_STRIDE}·i (default 0)")
@@ -698,9 +818,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--out", type=Path, help="output folder (default docs/, or a temporary folder with --quick)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
-    p.add_argument("--report-only", action="store_true",
-                   help="run nothing: render the tables, plot and RESULT from the rows already in the JSONL "
-                        "(e.g. while or after a run stopped early; each figure says over how many prompts it is)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: render the tables, plot and RESULT from the rows already in the JSONL "
+        "(e.g. while or after a run stopped early; each figure says over how many prompts it is)",
+    )
     p.add_argument("--fresh", action="store_true", help="ignore and replace an existing JSONL instead of resuming it")
     return p
 
@@ -735,26 +858,38 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     existing = read_rows(jsonl)
     usable = compatible(existing, settings)
     done = {row_key(r) for r in usable}
-    units = [u for u in (pending(u, done) for u in plan_units(prompts, strategies, verifiers, budgets, max_multiple,
-                                                                settings)) if u is not None]
+    units = [
+        u
+        for u in (pending(u, done) for u in plan_units(prompts, strategies, verifiers, budgets, max_multiple, settings))
+        if u is not None
+    ]
     units = interleaved(units)
     core_s = sum(estimate_core_seconds(u, steps) for u in units)
     speed = min(args.workers, max(1, len(units))) * (1 + 0.6 * (args.threads - 1))
     caps = ", ".join(f"{v} to {max_multiple[v]}x" for v in verifiers)
-    print(f"{len(prompts)} prompts, budgets {','.join(f'{b}x' for b in budgets)}, strategies {','.join(strategies)} "
-          f"({f'random to {max(budgets)}x; ' if 'random' in strategies else ''}the others searching on {caps}); "
-          f"{steps} steps, guidance {guidance}")
-    print(f"output: {out.resolve()}; {len(usable)} rows already done in {jsonl.name}"
-          + (f" ({len(existing) - len(usable)} rows from other settings ignored)" if len(existing) > len(usable) else ""))
-    print(f"estimated time: {core_s / speed / 60:.1f} min for {len(units)} units on idle cores "
-          f"({args.workers} worker(s) x {args.threads} thread(s); {core_s / 60:.0f} core-minutes)", flush=True)
+    print(
+        f"{len(prompts)} prompts, budgets {','.join(f'{b}x' for b in budgets)}, strategies {','.join(strategies)} "
+        f"({f'random to {max(budgets)}x; ' if 'random' in strategies else ''}the others searching on {caps}); "
+        f"{steps} steps, guidance {guidance}"
+    )
+    print(
+        f"output: {out.resolve()}; {len(usable)} rows already done in {jsonl.name}"
+        + (f" ({len(existing) - len(usable)} rows from other settings ignored)" if len(existing) > len(usable) else "")
+    )
+    print(
+        f"estimated time: {core_s / speed / 60:.1f} min for {len(units)} units on idle cores "
+        f"({args.workers} worker(s) x {args.threads} thread(s); {core_s / 60:.0f} core-minutes)",
+        flush=True,
+    )
 
     if args.report_only:
         units = []
     if args.dry_run:
         for u in units[: min(len(units), 8)]:
-            print(f"  e.g. prompt {u.index} ({u.category}) {u.strategy} on {u.verifier} at "
-                  + ",".join(f"{m}x" for m in u.multiples))
+            print(
+                f"  e.g. prompt {u.index} ({u.category}) {u.strategy} on {u.verifier} at "
+                + ",".join(f"{m}x" for m in u.multiples)
+            )
         return {"out": out, "units": units, "estimate_s": core_s / speed}
     start = time.perf_counter()
     init_args = (args.threads, settings)
@@ -796,8 +931,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     rows = compatible(read_rows(jsonl), settings)
     cells = summarise(rows, [i for i, _, _ in prompts])
-    meta = {"argv": " ".join(argv if argv is not None else sys.argv[1:]), "wall_min": wall / 60,
-            "units_run": len(units), "workers": args.workers, "threads": args.threads}
+    meta = {
+        "argv": " ".join(argv if argv is not None else sys.argv[1:]),
+        "wall_min": wall / 60,
+        "units_run": len(units),
+        "workers": args.workers,
+        "threads": args.threads,
+    }
     table = render(cells, prompts, settings, meta)
     (out / f"{FILE_STEM}.md").write_text(table)
     plot(cells, len(prompts), out / f"{FILE_STEM}.png")

@@ -87,8 +87,14 @@ def cpu_benchmark(args: argparse.Namespace) -> None:
 
         t0 = time.perf_counter()
         result = noisesearch.search(
-            adapter, prompt, verifier=mean_red, candidates=n, steps=steps, guidance=guidance,
-            scheduler=solver, max_batch=args.max_batch,
+            adapter,
+            prompt,
+            verifier=mean_red,
+            candidates=n,
+            steps=steps,
+            guidance=guidance,
+            scheduler=solver,
+            max_batch=args.max_batch,
         )
         batched_s = min(batched_s, time.perf_counter() - t0)
 
@@ -123,7 +129,11 @@ def unet_flops_per_row(unet, x, t, kwargs) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        unet(x[:1], t, **{k: (v[:1] if torch.is_tensor(v) else {kk: vv[:1] for kk, vv in v.items()}) for k, v in kwargs.items()})
+        unet(
+            x[:1],
+            t,
+            **{k: (v[:1] if torch.is_tensor(v) else {kk: vv[:1] for kk, vv in v.items()}) for k, v in kwargs.items()},
+        )
     return float(counter.get_total_flops())
 
 
@@ -136,15 +146,27 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
     peak = matmul_peak_tflops(torch.bfloat16)
     print(f"device={torch.cuda.get_device_name()} measured bf16 matmul peak={peak:.1f} TFLOP/s")
     configs = {
-        "sd15": dict(sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280),
-                     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                     up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8),
-        "sdxl": dict(sample_size=128, cross_attention_dim=2048, block_out_channels=(320, 640, 1280),
-                     down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                     attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
-                     use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-                     projection_class_embeddings_input_dim=2816),
+        "sd15": dict(
+            sample_size=64,
+            cross_attention_dim=768,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            attention_head_dim=8,
+        ),
+        "sdxl": dict(
+            sample_size=128,
+            cross_attention_dim=2048,
+            block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        ),
     }
     batch = 8 if args.quick else args.gpu_batch
     steps = 5 if args.quick else 20
@@ -155,7 +177,11 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             unet = unet.to(dtype).to(memory_format=torch.channels_last)
             size = cfg["sample_size"]
             x = torch.randn(2 * batch, 4, size, size, device="cuda", dtype=dtype)
-            kwargs = {"encoder_hidden_states": torch.randn(2 * batch, 77, cfg["cross_attention_dim"], device="cuda", dtype=dtype)}
+            kwargs = {
+                "encoder_hidden_states": torch.randn(
+                    2 * batch, 77, cfg["cross_attention_dim"], device="cuda", dtype=dtype
+                )
+            }
             if name == "sdxl":
                 kwargs["added_cond_kwargs"] = {
                     "text_embeds": torch.randn(2 * batch, 1280, device="cuda", dtype=dtype),
@@ -166,7 +192,7 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
             for compiled in (False, True):
                 net = torch.compile(unet, mode="max-autotune-no-cudagraphs") if compiled else unet
 
-                def timed(xx, kw, reps):
+                def timed(xx, kw, reps, net=net, t=t):
                     for _ in range(2):
                         net(xx, t, **kw)
                     torch.cuda.synchronize()
@@ -177,19 +203,27 @@ def gpu_benchmark(args: argparse.Namespace) -> None:
                     return (time.perf_counter() - s) / reps
 
                 per_call = timed(x, kwargs, steps)
-                one = {k: (v[:2] if torch.is_tensor(v) else {kk: vv[:2] for kk, vv in v.items()}) for k, v in kwargs.items()}
+                one = {
+                    k: (v[:2] if torch.is_tensor(v) else {kk: vv[:2] for kk, vv in v.items()})
+                    for k, v in kwargs.items()
+                }
                 per_single = timed(x[:2], one, steps)  # naive loop: one candidate (CFG pair) per call
                 nfe_s = batch / per_call
                 ratio = per_single * batch / per_call
                 frac = flops * 2 * batch / per_call / 1e12 / peak
                 rows.append((name, str(dtype).replace("torch.", ""), compiled, nfe_s, ratio, frac))
-                print(f"{name:5s} {str(dtype):15s} compile={compiled!s:5s} NFE/s={nfe_s:8.1f} "
-                      f"vs-loop={ratio:5.2f}x peak-frac={frac:.3f}")
+                print(
+                    f"{name:5s} {str(dtype):15s} compile={compiled!s:5s} NFE/s={nfe_s:8.1f} "
+                    f"vs-loop={ratio:5.2f}x peak-frac={frac:.3f}"
+                )
         del unet
         torch.cuda.empty_cache()
     best = {n: max(r[3] for r in rows if r[0] == n) for n in configs}
-    print("RESULT " + " ".join(f"{n}_nfe_per_s={v:.1f}" for n, v in best.items())
-          + f" peak_tflops={peak:.1f} best_peak_frac={max(r[5] for r in rows):.3f}")
+    print(
+        "RESULT "
+        + " ".join(f"{n}_nfe_per_s={v:.1f}" for n, v in best.items())
+        + f" peak_tflops={peak:.1f} best_peak_frac={max(r[5] for r in rows):.3f}"
+    )
 
 
 def main() -> None:

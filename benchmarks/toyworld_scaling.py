@@ -72,15 +72,22 @@ def run(args: argparse.Namespace) -> dict:
     for i, (category, prompt) in enumerate(prompts):
         start = time.perf_counter()
         result = noisesearch.search(
-            model, prompt, verifier=verifiers[VERIFIERS[0]], candidates=n_max, seed=args.seed,
-            steps=args.steps, guidance=args.guidance, max_batch=n_max,
+            model,
+            prompt,
+            verifier=verifiers[VERIFIERS[0]],
+            candidates=n_max,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=args.guidance,
+            max_batch=n_max,
         )
         images = torch.stack([c.image for c in result.candidates]).float() / 255  # seeds seed..seed+n-1 in order
         with torch.no_grad():
             scores = {name: v.score(images, [prompt] * n_max).cpu().numpy() for name, v in verifiers.items()}
         ok = evaluator.satisfies_batch(images.numpy(), [prompt] * n_max).astype(bool)
-        records.append({"category": category, "prompt": prompt, "ok": ok, "scores": scores,
-                        "seconds": time.perf_counter() - start})
+        records.append(
+            {"category": category, "prompt": prompt, "ok": ok, "scores": scores, "seconds": time.perf_counter() - start}
+        )
         if (i + 1) % 20 == 0:
             print(f"  {i + 1}/{len(prompts)} prompts, {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -110,9 +117,15 @@ def run(args: argparse.Namespace) -> dict:
                 row["own_score"] = float(np.mean(own))
             table[name][k] = row
     return {
-        "prompts": len(records), "candidates": n_max, "steps": args.steps, "guidance": args.guidance,
-        "seconds_per_prompt": float(np.mean([r["seconds"] for r in records])), "categories": cats,
-        "ks": ks, "table": table, "pairwise": pairwise_accuracy(records),
+        "prompts": len(records),
+        "candidates": n_max,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "seconds_per_prompt": float(np.mean([r["seconds"] for r in records])),
+        "categories": cats,
+        "ks": ks,
+        "table": table,
+        "pairwise": pairwise_accuracy(records),
     }
 
 
@@ -148,13 +161,24 @@ def render(summary: dict) -> str:
     for name, rows in summary["table"].items():
         for k, row in rows.items():
             own = f"{row['own_score']:.3f}" if "own_score" in row else "-"
-            lines.append(f"| {name} | {k} | " + " | ".join(f"{100 * row[c]:.1f}%" for c in cats)
-                         + f" | **{100 * row['all']:.1f}%** | {own} |")
+            lines.append(
+                f"| {name} | {k} | "
+                + " | ".join(f"{100 * row[c]:.1f}%" for c in cats)
+                + f" | **{100 * row['all']:.1f}%** | {own} |"
+            )
     if "pairwise" in summary:
-        lines += ["", "Pairwise accuracy on generated candidates (a satisfying candidate scored above a failing "
-                  "one of the same prompt):", "", "| verifier | accuracy | pairs | prompts |", "|---|---|---|---|"]
-        lines += [f"| {name} | {100 * p['accuracy']:.1f}% | {p['pairs']} | {p['prompts']} |"
-                  for name, p in summary["pairwise"].items()]
+        lines += [
+            "",
+            "Pairwise accuracy on generated candidates (a satisfying candidate scored above a failing "
+            "one of the same prompt):",
+            "",
+            "| verifier | accuracy | pairs | prompts |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {100 * p['accuracy']:.1f}% | {p['pairs']} | {p['prompts']} |"
+            for name, p in summary["pairwise"].items()
+        ]
     return "\n".join(lines)
 
 
@@ -167,8 +191,13 @@ def plot(summary: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for name, rows in summary["table"].items():
         ks = [int(k) for k in rows]
-        ax.plot(ks, [100 * rows[k]["all"] for k in rows], marker="o", label=name,
-                linestyle="--" if name == "oracle" else "-")
+        ax.plot(
+            ks,
+            [100 * rows[k]["all"] for k in rows],
+            marker="o",
+            label=name,
+            linestyle="--" if name == "oracle" else "-",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("candidates (NFEs = candidates x steps)")
     ax.set_ylabel("ground-truth satisfaction (%)")

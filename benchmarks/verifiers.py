@@ -78,16 +78,24 @@ def calls(prompts: list[str], per_prompt: bool) -> list[tuple[str, list[int]]]:
 
 def clip_transform(size: int) -> T.Compose:
     """``clip.load`` / ImageReward's PIL transform."""
-    return T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
-                      T.Normalize(CLIP_MEAN, CLIP_STD)])
+    return T.Compose(
+        [
+            T.Resize(size, interpolation=InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
 
 
 def open_clip_config(d: Path, name: str, width: int, layers: int, embed: int) -> str:
     import open_clip
 
-    cfg = {"embed_dim": embed,
-           "vision_cfg": {"image_size": 224, "layers": layers, "width": width, "head_width": 64, "patch_size": 14},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": width // 64, "layers": layers}}
+    cfg = {
+        "embed_dim": embed,
+        "vision_cfg": {"image_size": 224, "layers": layers, "width": width, "head_width": 64, "patch_size": 14},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": width // 64, "layers": layers},
+    }
     (d / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(d / f"{name}.json")
     return f"open_clip ViT (patch 14, 224px) + text tower, width {width}, {layers} layers, embed {embed}"
@@ -115,8 +123,15 @@ def bench_hps(d: Path, images: torch.Tensor, prompts: list[str], args) -> tuple[
         if scale != 1.0:
             new = tuple(round(dim * scale) for dim in (h, w))
             x = T.functional.resize(x, list(new), InterpolationMode.BICUBIC)
-            x = T.functional.pad(x, [(size - new[1]) // 2, (size - new[0]) // 2,
-                                     size - new[1] - (size - new[1]) // 2, size - new[0] - (size - new[0]) // 2])
+            x = T.functional.pad(
+                x,
+                [
+                    (size - new[1]) // 2,
+                    (size - new[0]) // 2,
+                    size - new[1] - (size - new[1]) // 2,
+                    size - new[0] - (size - new[0]) // 2,
+                ],
+            )
         return x
 
     preprocess_val = T.Compose([T.ToTensor(), resize_max, T.Normalize(CLIP_MEAN, CLIP_STD)])
@@ -129,7 +144,9 @@ def bench_hps(d: Path, images: torch.Tensor, prompts: list[str], args) -> tuple[
             for i in idx:
                 x = preprocess_val(to_pil_image(images[i].cpu())).unsqueeze(0).to(dev)
                 feats = ref_model(x, tok([p]).to(dev))
-                f_img, f_txt = (feats["image_features"], feats["text_features"]) if isinstance(feats, dict) else feats[:2]
+                f_img, f_txt = (
+                    (feats["image_features"], feats["text_features"]) if isinstance(feats, dict) else feats[:2]
+                )
                 out[i] = torch.diagonal(f_img @ f_txt.T)[0].cpu()
         return out
 
@@ -154,19 +171,32 @@ def bench_imagereward(d: Path, images: torch.Tensor, prompts: list[str], args) -
     words = sorted({w for p in prompts for w in p.replace(",", " ,").split()})
     (d / "bert").mkdir()
     (d / "bert" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    vision = BlipVisionConfig(image_size=224, patch_size=16, width=args.width, layers=args.layers, heads=args.width // 64)
-    text = BlipTextConfig(vocab_size=len(words) + 7, hidden_size=args.width, num_hidden_layers=args.layers,
-                          num_attention_heads=args.width // 64, intermediate_size=4 * args.width)
+    vision = BlipVisionConfig(
+        image_size=224, patch_size=16, width=args.width, layers=args.layers, heads=args.width // 64
+    )
+    text = BlipTextConfig(
+        vocab_size=len(words) + 7,
+        hidden_size=args.width,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.width // 64,
+        intermediate_size=4 * args.width,
+    )
     torch.manual_seed(0)
     sd = ImageRewardModel(vision, text).state_dict()
-    sd |= {"blip.vision_proj.weight": torch.zeros(256, args.width), "blip.vision_proj.bias": torch.zeros(256),
-           "blip.text_proj.weight": torch.zeros(256, args.width), "blip.text_proj.bias": torch.zeros(256)}
+    sd |= {
+        "blip.vision_proj.weight": torch.zeros(256, args.width),
+        "blip.vision_proj.bias": torch.zeros(256),
+        "blip.text_proj.weight": torch.zeros(256, args.width),
+        "blip.text_proj.bias": torch.zeros(256),
+    }
     torch.save(sd, d / "ImageReward.pt")
     dev = args.device
     v = load_imagereward(d / "ImageReward.pt", dev, tokenizer=d / "bert", vision=vision, text=text)
     m, preprocess = v.model, clip_transform(224)
-    desc = (f"BLIP ViT (patch 16, 224px) width {args.width}, {args.layers} layers + BERT with cross-attention "
-            f"width {args.width}, {args.layers} layers")
+    desc = (
+        f"BLIP ViT (patch 16, 224px) width {args.width}, {args.layers} layers + BERT with cross-attention "
+        f"width {args.width}, {args.layers} layers"
+    )
 
     def reference() -> torch.Tensor:
         out = torch.empty(len(prompts))
@@ -189,7 +219,6 @@ def bench_imagereward(d: Path, images: torch.Tensor, prompts: list[str], args) -
 def bench_pickscore(d: Path, images: torch.Tensor, prompts: list[str], args) -> tuple[float, float, float, str]:
     from open_clip.tokenizer import bytes_to_unicode
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
     from transformers.utils import logging as hf_logging
 
     from noisesearch.verifiers.pickscore import load_pickscore
@@ -203,14 +232,29 @@ def bench_pickscore(d: Path, images: torch.Tensor, prompts: list[str], args) -> 
     (d / "raw" / "vocab.json").write_text(json.dumps(vocab))
     (d / "raw" / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(str(d / "raw" / "vocab.json"), str(d / "raw" / "merges.txt")).save_pretrained(str(d / "proc"))
-    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(str(d / "proc"))
+    CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(
+        str(d / "proc")
+    )
     eos = vocab["<|endoftext|>"]
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=eos + 1, hidden_size=args.width, intermediate_size=4 * args.width,
-                         num_hidden_layers=args.layers, num_attention_heads=args.width // 64, bos_token_id=eos - 1,
-                         eos_token_id=eos, pad_token_id=eos),
-        vision_config=dict(image_size=224, patch_size=14, hidden_size=args.width, intermediate_size=4 * args.width,
-                           num_hidden_layers=args.layers, num_attention_heads=args.width // 64),
+        text_config=dict(
+            vocab_size=eos + 1,
+            hidden_size=args.width,
+            intermediate_size=4 * args.width,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.width // 64,
+            bos_token_id=eos - 1,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            image_size=224,
+            patch_size=14,
+            hidden_size=args.width,
+            intermediate_size=4 * args.width,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.width // 64,
+        ),
         projection_dim=args.width,
     )
     torch.manual_seed(0)
@@ -259,8 +303,12 @@ def bench_aesthetic(d: Path, images: torch.Tensor, prompts: list[str], args) -> 
     save_file({k: t.contiguous() for k, t in model.state_dict().items()}, str(d / "clip.safetensors"))
     head = PreferenceMLP(args.width).eval()
     torch.save(head.state_dict(), d / "sac+logos+ava1-l14-linearMSE.pth")
-    v = load_aesthetic(d / "sac+logos+ava1-l14-linearMSE.pth", dev, clip_model="bench-aesthetic",
-                       clip_pretrained=str(d / "clip.safetensors"))
+    v = load_aesthetic(
+        d / "sac+logos+ava1-l14-linearMSE.pth",
+        dev,
+        clip_model="bench-aesthetic",
+        clip_pretrained=str(d / "clip.safetensors"),
+    )
     model, head = model.to(dev), head.to(dev)
     preprocess = clip_transform(224)
 
@@ -300,11 +348,12 @@ def _vlm_bench(name: str, options: dict) -> Callable:
 
         folder, desc = _vlm_folder(d, args)
         dtype = "float32" if args.device == "cpu" else "auto"  # auto: bf16 on CUDA
-        v = load_verifier(name, args.device, model=str(folder), dtype=dtype,
-                          max_image_size=args.vlm_image_size, **options)
+        v = load_verifier(
+            name, args.device, model=str(folder), dtype=dtype, max_image_size=args.vlm_image_size, **options
+        )
 
         def reference() -> torch.Tensor:
-            return torch.cat([v.score(images[i:i + 1], prompts[i:i + 1]) for i in range(len(prompts))])
+            return torch.cat([v.score(images[i : i + 1], prompts[i : i + 1]) for i in range(len(prompts))])
 
         if args.vlm_generate_tokens and name == "vlm-grader":
             _time_generation(v.judge, images, prompts, args)
@@ -321,13 +370,16 @@ def _time_generation(judge, images: torch.Tensor, prompts: list[str], args) -> N
     n = args.vlm_generate_tokens
     t0 = time.perf_counter()
     for i, p in enumerate(prompts):
-        x = resize_longest(images[i:i + 1].float(), judge.max_image_size)[0]
+        x = resize_longest(images[i : i + 1].float(), judge.max_image_size)[0]
         chat = judge.chat(f"Rate this image for the prompt '{p}' on five aspects, 0 to 10, as JSON.")
         inputs = judge.processor(text=[chat], images=[[x]], return_tensors="pt", do_rescale=False).to(judge.device)
         judge.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
     dt = time.perf_counter() - t0
-    print(f"{'  generate':12s} {n} new tokens per image, one image at a time: {dt:7.3f} s   "
-          f"{1000 * dt / len(prompts):7.1f} ms/image", flush=True)
+    print(
+        f"{'  generate':12s} {n} new tokens per image, one image at a time: {dt:7.3f} s   "
+        f"{1000 * dt / len(prompts):7.1f} ms/image",
+        flush=True,
+    )
 
 
 def compare(batched: Callable, reference: Callable, prompts: list[str], args) -> tuple[float, float, float]:
@@ -337,9 +389,14 @@ def compare(batched: Callable, reference: Callable, prompts: list[str], args) ->
     return t_b, t_r, float((s_b.cpu() - s_r.cpu()).abs().max())
 
 
-BENCHES = {"hpsv2": bench_hps, "imagereward": bench_imagereward, "pickscore": bench_pickscore,
-           "aesthetic": bench_aesthetic, "vqascore": _vlm_bench("vqascore", {}),
-           "vlm-grader": _vlm_bench("vlm-grader", {})}
+BENCHES = {
+    "hpsv2": bench_hps,
+    "imagereward": bench_imagereward,
+    "pickscore": bench_pickscore,
+    "aesthetic": bench_aesthetic,
+    "vqascore": _vlm_bench("vqascore", {}),
+    "vlm-grader": _vlm_bench("vlm-grader", {}),
+}
 
 
 def main() -> None:
@@ -354,14 +411,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the CUDA path is untested here)")
     parser.add_argument("--only", choices=sorted(BENCHES), action="append", help="run only these verifiers")
-    parser.add_argument("--reference-per-prompt", action="store_true",
-                        help="reference APIs get each prompt's images in one call (default: one call per image)")
-    parser.add_argument("--vlm-family", choices=("qwen2_5_vl", "idefics3"), default="qwen2_5_vl",
-                        help="architecture of the random VLM judge (vqascore, vlm-grader)")
-    parser.add_argument("--vlm-generate-tokens", type=int, default=0,
-                        help="also time the generate-and-parse pattern with this many new tokens per image (0: skip)")
-    parser.add_argument("--vlm-image-size", type=int, default=448,
-                        help="longest image side fed to the VLM judge (the max_image_size option)")
+    parser.add_argument(
+        "--reference-per-prompt",
+        action="store_true",
+        help="reference APIs get each prompt's images in one call (default: one call per image)",
+    )
+    parser.add_argument(
+        "--vlm-family",
+        choices=("qwen2_5_vl", "idefics3"),
+        default="qwen2_5_vl",
+        help="architecture of the random VLM judge (vqascore, vlm-grader)",
+    )
+    parser.add_argument(
+        "--vlm-generate-tokens",
+        type=int,
+        default=0,
+        help="also time the generate-and-parse pattern with this many new tokens per image (0: skip)",
+    )
+    parser.add_argument(
+        "--vlm-image-size",
+        type=int,
+        default=448,
+        help="longest image side fed to the VLM judge (the max_image_size option)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.width, args.layers, args.repeats = 128, 2, 1
@@ -372,15 +444,20 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(args.images, 3, args.size, args.size, generator=g).to(args.device)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
-    print(f"{args.images} images {args.size}x{args.size}, {len(set(prompts))} prompts, CPU threads {args.threads}, "
-          f"random weights at REDUCED width {args.width} / {args.layers} layers (real models are ViT-L/H)")
+    print(
+        f"{args.images} images {args.size}x{args.size}, {len(set(prompts))} prompts, CPU threads {args.threads}, "
+        f"random weights at REDUCED width {args.width} / {args.layers} layers (real models are ViT-L/H)"
+    )
     ratios = {}
     for name in args.only or list(BENCHES):
         with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
             t_b, t_r, diff, desc = BENCHES[name](Path(tmp), images, prompts, args)
         ratios[name] = t_r / t_b
-        print(f"{name:12s} batched {t_b:7.3f} s   reference {t_r:7.3f} s   ratio {ratios[name]:5.2f}x   "
-              f"max|Δscore| {diff:.2e}   {1000 * t_b / args.images:7.1f} ms/image batched   [{desc}]", flush=True)
+        print(
+            f"{name:12s} batched {t_b:7.3f} s   reference {t_r:7.3f} s   ratio {ratios[name]:5.2f}x   "
+            f"max|Δscore| {diff:.2e}   {1000 * t_b / args.images:7.1f} ms/image batched   [{desc}]",
+            flush=True,
+        )
     print("RESULT " + " ".join(f"{n}={ratios[n]:.2f}" for n in BENCHES if n in ratios))
 
 

@@ -30,8 +30,11 @@ BASE_SEED = 8_000_000
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(prog="python benchmarks/zero_order_neighbourhood.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python benchmarks/zero_order_neighbourhood.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--pivots", type=int, default=8)
     p.add_argument("--neighbours", type=int, default=2)
@@ -63,8 +66,9 @@ def main(argv: list[str] | None = None) -> str:
         noises, owners = [pivots], []
         for c in cosines:
             for j, s in enumerate(seeds):
-                dirs = gaussian_like([s * 16 + k for k in range(args.neighbours)], core.latent_shape,
-                                     core.adapter.device, _DIRECTION_KEY)
+                dirs = gaussian_like(
+                    [s * 16 + k for k in range(args.neighbours)], core.latent_shape, core.adapter.device, _DIRECTION_KEY
+                )
                 noises.append(neighbours(pivots[j], dirs, c))
                 owners += [(c, j)] * args.neighbours
         noise = torch.cat(noises)
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> str:
             scores = verifier.score(core.decode(traj.x), [prompt] * n).double().numpy()
         piv = scores[: args.pivots]
         pivot_pass += list(piv > threshold)
-        for (c, j), s in zip(owners, scores[args.pivots:]):
+        for (c, j), s in zip(owners, scores[args.pivots :]):
             st = stats[c]
             st["pivot"].append(piv[j] > threshold)
             st["nb"].append(s > threshold)
@@ -82,9 +86,13 @@ def main(argv: list[str] | None = None) -> str:
             st["nb_score"].append(s)
         print(f"  prompt {i + 1}/{len(prompts)}", flush=True)
     base = float(np.mean(pivot_pass))
-    print(f"{len(prompts)} training prompts x {args.pivots} pivots x {args.neighbours} neighbours; "
-          f"pass = toydetect > log 0.5; base rate of pivots {base:.3f}")
-    print("| cosine λ | P(neighbour passes | pivot fails) | P(neighbour passes | pivot passes) | same outcome | Spearman |")
+    print(
+        f"{len(prompts)} training prompts x {args.pivots} pivots x {args.neighbours} neighbours; "
+        f"pass = toydetect > log 0.5; base rate of pivots {base:.3f}"
+    )
+    print(
+        "| cosine λ | P(neighbour passes | pivot fails) | P(neighbour passes | pivot passes) | same outcome | Spearman |"
+    )
     print("|---|---|---|---|---|")
     parts = [f"base={base:.3f}"]
     for c in cosines:
@@ -95,8 +103,10 @@ def main(argv: list[str] | None = None) -> str:
         ra = np.argsort(np.argsort(st["pivot_score"]))
         rb = np.argsort(np.argsort(st["nb_score"]))
         rho = float(np.corrcoef(ra, rb)[0, 1])
-        print(f"| {c} | {fail:.3f} (n={int((~pv).sum())}) | {ok:.3f} (n={int(pv.sum())}) | {float((pv == nb).mean()):.3f} "
-              f"| {rho:.2f} |")
+        print(
+            f"| {c} | {fail:.3f} (n={int((~pv).sum())}) | {ok:.3f} (n={int(pv.sum())}) | {float((pv == nb).mean()):.3f} "
+            f"| {rho:.2f} |"
+        )
         parts.append(f"{c}:fail={fail:.3f},pass={ok:.3f}")
     line = "RESULT " + " ".join(parts)
     print(line, flush=True)

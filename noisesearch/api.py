@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import time
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -19,10 +19,9 @@ from noisesearch.core.adapter import ModelAdapter
 from noisesearch.core.memory import auto_batch
 from noisesearch.core.sampler import DenoisingCore
 from noisesearch.engine import NoisePrior, SearchContext, SearchResult
-from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, resolve
-from noisesearch.strategies.base import Strategy
+from noisesearch.request import ResolvedSearch, Sampling, SearchRequest, build_strategy, resolve, verifier_spec
 from noisesearch.request import build_verifier as resolve_verifier
-from noisesearch.request import verifier_spec
+from noisesearch.strategies.base import Strategy
 from noisesearch.verifiers.base import Verifier, check_prompt
 from noisesearch.verifiers.spec import VerifierSpec
 
@@ -152,7 +151,9 @@ def run_resolved(
             "max_batch": config.max_batch,
             "max_batch_auto": request.sampling.auto_batch,
             "decode_batch": config.decode_batch or config.max_batch,
-            "strategy_options": {k: v for k, v in vars(strat).items()} if hasattr(strat, "__dataclass_fields__") else {},
+            "strategy_options": {k: v for k, v in vars(strat).items()}
+            if hasattr(strat, "__dataclass_fields__")
+            else {},
             "model_family": adapter.info.family,
             "versions": package_versions(),
         },

@@ -14,8 +14,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from noisesearch.prompts import read_prompts
 from noisesearch.io.usertext import quote
+from noisesearch.prompts import read_prompts
 
 app = typer.Typer(
     name="noisesearch",
@@ -46,15 +46,17 @@ def _summary_table(results: list[Any], width: int = 80) -> Table:
         finite = sorted(c.score for c in r.candidates if c.finite)
         median = finite[len(finite) // 2] if finite else float("nan")
         best = r.best if finite else None
-        rows.append((
-            ("(partial) " if r.partial else "") + abbreviate(r.prompt, 60),
-            str(best.seed) if best else "-",
-            f"{best.score:.4f}" if best else "-",
-            f"{median:.4f}",
-            str(len(r.candidates)),
-            f"{r.accounting.nfe}/{r.budget_nfe}",
-            f"{sum(r.accounting.seconds.values()):.1f}",
-        ))
+        rows.append(
+            (
+                ("(partial) " if r.partial else "") + abbreviate(r.prompt, 60),
+                str(best.seed) if best else "-",
+                f"{best.score:.4f}" if best else "-",
+                f"{median:.4f}",
+                str(len(r.candidates)),
+                f"{r.accounting.nfe}/{r.budget_nfe}",
+                f"{sum(r.accounting.seconds.values()):.1f}",
+            )
+        )
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
     # per column: one space of padding either side and a separator; plus the box's two edges
     room = max(12, width - sum(widths[1:]) - 3 * len(headers) - 1)
@@ -97,8 +99,12 @@ def run(
         ),
     ] = None,
     budget: Annotated[Optional[int], typer.Option(help="Compute budget in NFEs (default: 16 full samples).")] = None,
-    candidates: Annotated[Optional[int], typer.Option(help="Budget as a number of full samples instead of NFEs.")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Solver steps per sample (default depends on the model).")] = None,
+    candidates: Annotated[
+        Optional[int], typer.Option(help="Budget as a number of full samples instead of NFEs.")
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Solver steps per sample (default depends on the model).")
+    ] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
     scheduler: Annotated[
         Optional[str], typer.Option(help="ddim, euler, dpm++2m or flow-euler (default depends on the model).")
@@ -111,7 +117,9 @@ def run(
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16 (auto: bf16 on GPU, fp32 on CPU).")] = "auto",
     max_batch: Annotated[
         str,
-        typer.Option(help="Candidates per network call, or 'auto': the largest that fits in free GPU memory (32 on CPU)."),
+        typer.Option(
+            help="Candidates per network call, or 'auto': the largest that fits in free GPU memory (32 on CPU)."
+        ),
     ] = "auto",
     top_k: Annotated[int, typer.Option(help="Number of best images to save.")] = 1,
     compile: Annotated[bool, typer.Option(help="torch.compile the denoiser with CUDA graphs (GPU only).")] = False,
@@ -122,10 +130,14 @@ def run(
         str, typer.Option(help="Source of initial noises: 'none' (standard Gaussian) or 'npnet' (golden noise).")
     ] = "none",
     npnet_checkpoint: Annotated[
-        Optional[Path], typer.Option(help="NPNet file for --prior npnet / --strategy npnet (default: the model's shipped one).")
+        Optional[Path],
+        typer.Option(help="NPNet file for --prior npnet / --strategy npnet (default: the model's shipped one)."),
     ] = None,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers).")
+        bool,
+        typer.Option(
+            "--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers)."
+        ),
     ] = False,
 ) -> None:
     """Search the initial noise for one prompt (or a file of prompts); write images and report.json.
@@ -220,7 +232,7 @@ def run(
         ) as bar:
             task = bar.add_task(abbreviate(text, 40), total=None)
 
-            def progress(used: int, total: int) -> None:
+            def progress(used: int, total: int, task: Any = task) -> None:
                 bar.update(task, completed=used, total=total)
 
             try:
@@ -271,7 +283,6 @@ def verifiers() -> None:
     """List the registered verifiers."""
     from noisesearch.request import ensure_registrations
     from noisesearch.verifiers import available_verifiers
-
     from noisesearch.verifiers.catalog import scan
 
     ensure_registrations()
@@ -309,7 +320,9 @@ def toyworld_prompts(
 def toyworld_train(
     out: Annotated[str, typer.Option(metavar="PATH", help="Output pipeline folder.")] = "toyworld-pipeline",
     quick: Annotated[bool, typer.Option(help="A few steps end to end (smoke test).")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")
+    ] = False,
 ) -> None:
     """Train the embedded text-to-image model (VAE, then UNet + text encoder) into a diffusers folder."""
     from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
@@ -329,7 +342,9 @@ def toyworld_train(
 
 @toyworld_app.command("train-verifiers")
 def toyworld_train_verifiers(
-    out: Annotated[str, typer.Option(metavar="PATH", help="Output folder for the verifier weights.")] = "toyworld-verifiers",
+    out: Annotated[
+        str, typer.Option(metavar="PATH", help="Output folder for the verifier weights.")
+    ] = "toyworld-verifiers",
     quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
 ) -> None:
     """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
@@ -346,12 +361,20 @@ def toyworld_train_verifiers(
 @app.command("sweep")
 def sweep_command(
     config: Annotated[Path, typer.Argument(help="Sweep config (TOML); see examples/sweep_toyworld.toml.")],
-    out: Annotated[str, typer.Option(metavar="PATH", help="Results folder; run again with the same folder to resume.")] = "noisesearch-sweep",
+    out: Annotated[
+        str, typer.Option(metavar="PATH", help="Results folder; run again with the same folder to resume.")
+    ] = "noisesearch-sweep",
     dry_run: Annotated[
-        bool, typer.Option(help="Check the config (loading the verifiers to check every prompt) and print the plan; write nothing.")
+        bool,
+        typer.Option(
+            help="Check the config (loading the verifiers to check every prompt) and print the plan; write nothing."
+        ),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers).")
+        bool,
+        typer.Option(
+            "--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers)."
+        ),
     ] = False,
 ) -> None:
     """Run (or resume) a benchmark sweep; shards across processes under `accelerate launch -m noisesearch sweep`.
@@ -401,7 +424,7 @@ def sweep_command(
         summary = sweep(cfg, out, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err_console.print("interrupted: finished rows are kept; run the same command again to resume")
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=130) from None
     except (ValueError, OSError, ImportError) as e:
         fail(str(e))
         return
@@ -416,7 +439,8 @@ def report_command(
         Optional[str], typer.Option(metavar="PATH", help="Folder for report.html and plots/ (default: RESULTS_DIR).")
     ] = None,
     embed: Annotated[
-        Optional[bool], typer.Option("--embed/--link", help="Images inside the HTML (base64) or linked; default: embed if small.")
+        Optional[bool],
+        typer.Option("--embed/--link", help="Images inside the HTML (base64) or linked; default: embed if small."),
     ] = None,
     max_prompts: Annotated[int, typer.Option(help="Prompts shown in each image grid.")] = 24,
 ) -> None:

@@ -74,7 +74,13 @@ class RoundRecord:
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best_score if math.isfinite(self.best_score) else None
-        return {"round": self.round, "nfe": self.nfe, "candidates": self.candidates, "best_score": best, "note": self.note}
+        return {
+            "round": self.round,
+            "nfe": self.nfe,
+            "candidates": self.candidates,
+            "best_score": best,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -267,7 +273,9 @@ class SearchContext:
         return self._proxies[steps]
 
     # --- results ------------------------------------------------------------------------------
-    def finish(self, trajectory: Trajectory, round: int = 0, info: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
+    def finish(
+        self, trajectory: Trajectory, round: int = 0, info: Sequence[dict[str, Any]] | None = None
+    ) -> torch.Tensor:
         """Runs candidates to the end, decodes and scores them, and records them as results."""
         trajectory = self.denoise(trajectory)
         images = self.decode(trajectory.x)
@@ -287,8 +295,14 @@ class SearchContext:
                     round=round,
                     image=None if kept is None else kept[i],
                     noise=self._noise.get(seed),
-                    info={**(dict(info[i]) if info is not None else {}),
-                          **({"verifier_details": {k: _finite_or_none(float(v[i])) for k, v in details.items()}} if details else {})},
+                    info={
+                        **(dict(info[i]) if info is not None else {}),
+                        **(
+                            {"verifier_details": {k: _finite_or_none(float(v[i])) for k, v in details.items()}}
+                            if details
+                            else {}
+                        ),
+                    },
                 )
             )
         return scores

@@ -20,7 +20,9 @@ from typing import cast
 #: loggers of libraries noisesearch drives (their own names, i.e. their package names)
 LIBRARY_LOGGERS = ("diffusers", "transformers", "huggingface_hub", "accelerate", "open_clip", "timm", "torch")
 #: warnings raised from inside these packages are hidden unless --verbose
-_LIBRARY_MODULES = r"(diffusers|transformers|huggingface_hub|accelerate|open_clip|timm|torch|torchvision|safetensors)(\..*)?$"
+_LIBRARY_MODULES = (
+    r"(diffusers|transformers|huggingface_hub|accelerate|open_clip|timm|torch|torchvision|safetensors)(\..*)?$"
+)
 
 _added_filters: list[tuple] = []
 

@@ -11,9 +11,9 @@ fails in a second, before a model loads.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +77,9 @@ class Sampling:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SOLVERS)}")
         for name in ("height", "width"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= MAX_SIDE):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= MAX_SIDE
+            ):
                 raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {value!r}")
         from noisesearch.core.memory import parse_max_batch
 
@@ -155,7 +157,9 @@ class SearchRequest:
             isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1
         ):
             raise ValueError(f"candidates must be a positive integer, got {self.candidates!r}")
-        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0):
+        if self.budget is not None and (
+            isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget <= 0
+        ):
             raise ValueError(f"budget must be a positive number of NFEs, got {self.budget!r}")
 
     @property
@@ -247,7 +251,9 @@ def verifier_spec(verifier: str | VerifierSpec) -> VerifierSpec:
     return VerifierSpec.coerce(verifier).validate()
 
 
-def build_verifier(verifier: str | VerifierSpec | Verifier | Callable[..., Any], device: str | torch.device) -> Verifier:
+def build_verifier(
+    verifier: str | VerifierSpec | Verifier | Callable[..., Any], device: str | torch.device
+) -> Verifier:
     """Builds the verifier of a spec (text or :class:`VerifierSpec`); passes verifiers and callables through.
 
     A verifier built from a spec with options is named by the spec's canonical text, so results

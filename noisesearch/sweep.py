@@ -56,10 +56,10 @@ import torch
 
 from noisesearch.io.paths import user_path
 from noisesearch.io.storage import append_row, read_jsonl, truncate_torn_tail, write_atomic  # noqa: F401 (read_jsonl re-exported)
+from noisesearch.io.usertext import abbreviate, quote
 from noisesearch.prompts import BUILTIN_SETS, PromptItem, load_prompts, select_prompts
 from noisesearch.request import Sampling
 from noisesearch.verifiers.spec import VerifierSpec
-from noisesearch.io.usertext import abbreviate, quote
 
 #: evaluation metrics that are not registered verifiers -> description
 BUILTIN_METRICS: dict[str, str] = {
@@ -160,10 +160,14 @@ class SweepConfig:
 
     prompts: str  # a .txt/.csv prompts file (relative to the config file) or a built-in set: toyworld-heldout
     budgets: tuple[int, ...]  # NFE budgets per search, the x axis of the scaling plots
-    search_verifiers: tuple[str, ...]  # verifier specs the search maximises (one sweep axis), e.g. "clipscore(model=ViT-B-32)"
+    search_verifiers: tuple[
+        str, ...
+    ]  # verifier specs the search maximises (one sweep axis), e.g. "clipscore(model=ViT-B-32)"
     strategies: tuple[StrategySpec, ...] = (StrategySpec("random"),)  # strategies with hyperparameters
     models: tuple[str, ...] = ("toyworld",)  # model names, diffusers folders or cached hub ids
-    eval_verifiers: tuple[str, ...] = ()  # held-out metrics (verifier specs) on the chosen image(s); 'ground_truth' on toyworld
+    eval_verifiers: tuple[
+        str, ...
+    ] = ()  # held-out metrics (verifier specs) on the chosen image(s); 'ground_truth' on toyworld
     seeds: tuple[int, ...] = (0,)  # base seeds; candidate i gets seed+i, so space them > max candidates apart
     prompt_limit: int | None = None  # at most this many prompts, balanced over categories; None: all
     prompt_column: str | None = None  # CSV prompt column; None: 'prompt' or 'prompts'
@@ -198,8 +202,14 @@ class SweepConfig:
             object.__setattr__(self, key, tuple(_canonical_spec(key, v) for v in getattr(self, key)))
         for key, positive in (("budgets", True), ("seeds", False)):
             values = getattr(self, key)
-            if not isinstance(values, tuple) or not values or not all(_is_int(v) and (v > 0 if positive else v >= 0) for v in values):
-                raise bad(key, f"a non-empty list of {'positive integers (NFEs)' if positive else 'integers >= 0'}", values)
+            if (
+                not isinstance(values, tuple)
+                or not values
+                or not all(_is_int(v) and (v > 0 if positive else v >= 0) for v in values)
+            ):
+                raise bad(
+                    key, f"a non-empty list of {'positive integers (NFEs)' if positive else 'integers >= 0'}", values
+                )
         if not self.strategies or not all(isinstance(s, StrategySpec) for s in self.strategies):
             raise bad("strategies", "a non-empty list of strategies", self.strategies)
         for key in ("models", "search_verifiers", "eval_verifiers", "budgets", "seeds", "prompt_categories"):
@@ -211,11 +221,15 @@ class SweepConfig:
         for s in self.strategies:
             ident = (s.name, s.options, s.prior, s.npnet_checkpoint)
             if ident in seen:
-                raise ValueError(f"sweep config key 'strategies' lists {s.display!r} twice (same name, options and prior)")
+                raise ValueError(
+                    f"sweep config key 'strategies' lists {s.display!r} twice (same name, options and prior)"
+                )
             seen[ident] = s.display
         labels = [s.display for s in self.strategies]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"sweep config key 'strategies' has repeated labels {labels}; give each a distinct 'label'")
+            raise ValueError(
+                f"sweep config key 'strategies' has repeated labels {labels}; give each a distinct 'label'"
+            )
         for key in ("prompt_limit", "steps", "height", "width"):
             v = getattr(self, key)
             if v is not None and (not _is_int(v) or v < 1):
@@ -225,7 +239,10 @@ class SweepConfig:
             if not _is_int(v) or v < 1:
                 raise bad(key, "a positive integer", v)
         if self.guidance is not None and (
-            isinstance(self.guidance, bool) or not isinstance(self.guidance, int | float) or not math.isfinite(self.guidance) or self.guidance < 0
+            isinstance(self.guidance, bool)
+            or not isinstance(self.guidance, int | float)
+            or not math.isfinite(self.guidance)
+            or self.guidance < 0
         ):
             raise bad("guidance", "a finite number >= 0 (or left out)", self.guidance)
         for key in ("prompt_column", "scheduler", "negative_prompt"):
@@ -306,7 +323,7 @@ class SweepConfig:
             import tomllib
         except ModuleNotFoundError:  # pragma: no cover - Python 3.10
             try:
-                import tomli as tomllib  # type: ignore[no-redef]
+                import tomli as tomllib
             except ModuleNotFoundError as e:
                 raise ValueError("reading TOML needs Python >= 3.11 or `pip install tomli`") from e
         path = user_path(path)
@@ -343,8 +360,8 @@ class SweepConfig:
     # --- checks that need the registries ----------------------------------------------------
     def check_names(self) -> None:
         """Imports ``imports`` and checks strategy, verifier and scheduler names and options."""
-        from noisesearch.request import ensure_registrations
         from noisesearch.core.schedule import SOLVERS
+        from noisesearch.request import ensure_registrations
         from noisesearch.strategies import make_strategy
         from noisesearch.verifiers import available_verifiers
 
@@ -364,7 +381,9 @@ class SweepConfig:
                     continue
                 if spec.name not in verifiers:
                     choices = [*verifiers, *(BUILTIN_METRICS if key == "eval_verifiers" else ())]
-                    raise ValueError(f"sweep config key {key!r}: unknown verifier {quote(spec.name)}; choose one of: {', '.join(choices)}")
+                    raise ValueError(
+                        f"sweep config key {key!r}: unknown verifier {quote(spec.name)}; choose one of: {', '.join(choices)}"
+                    )
                 try:
                     spec.validate()  # option names, types and values, ensemble members: nothing is loaded
                 except ValueError as e:
@@ -376,8 +395,9 @@ class SweepConfig:
                 raise ValueError(f"sweep config key 'strategies': {e}") from e
             self._check_prior(s)
         if self.scheduler is not None and self.scheduler not in SOLVERS:
-            raise ValueError(f"sweep config key 'scheduler': unknown scheduler {quote(self.scheduler)}; choose one of: {', '.join(SOLVERS)}")
-
+            raise ValueError(
+                f"sweep config key 'scheduler': unknown scheduler {quote(self.scheduler)}; choose one of: {', '.join(SOLVERS)}"
+            )
 
     def _check_prior(self, s: StrategySpec) -> None:
         """The NPNet file of a prior exists; without one, every model must be the embedded world's."""
@@ -397,7 +417,9 @@ class SweepConfig:
                 f"{where}: an NPNet ships only for model 'toyworld'; give npnet_checkpoint = PATH for {', '.join(map(repr, others))}"
             )
         if not TOYWORLD_NPNET.is_file():  # pragma: no cover - the file ships with the package
-            raise ValueError(f"{where}: the shipped NPNet {str(TOYWORLD_NPNET)!r} is missing; give npnet_checkpoint = PATH")
+            raise ValueError(
+                f"{where}: the shipped NPNet {str(TOYWORLD_NPNET)!r} is missing; give npnet_checkpoint = PATH"
+            )
 
 
 def _spec_entry(key: str, value: Any) -> Any:
@@ -461,7 +483,9 @@ class WorkItem:
 
 def row_key(identity: Mapping[str, Any]) -> str:
     """SHA-256 (hex, first 32 digits) of the canonical JSON of a row's configuration."""
-    payload = json.dumps({"key_version": KEY_VERSION, **identity}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    payload = json.dumps(
+        {"key_version": KEY_VERSION, **identity}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
@@ -642,11 +666,15 @@ def read_results(results_dir: str | Path) -> tuple[list[dict[str, Any]], bool]:
     folder = user_path(results_dir)
     if not folder.is_dir():
         what = "does not exist" if not folder.exists() else "is a file, not a folder"
-        raise ValueError(f"sweep results folder {quote(str(folder), 200)} {what}; pass the --out folder of `noisesearch sweep`")
+        raise ValueError(
+            f"sweep results folder {quote(str(folder), 200)} {what}; pass the --out folder of `noisesearch sweep`"
+        )
     if (folder / RESULTS_FILE).exists():
         rows = read_result_rows(folder / RESULTS_FILE)
         if not rows:
-            raise ValueError(f"{quote(str(folder / RESULTS_FILE), 200)} holds no rows; run the sweep again to rewrite it")
+            raise ValueError(
+                f"{quote(str(folder / RESULTS_FILE), 200)} holds no rows; run the sweep again to rewrite it"
+            )
         return rows, True
     rows_by_key = completed_rows(folder)
     if not rows_by_key:
@@ -716,7 +744,9 @@ def check_output(out_dir: str | Path) -> Path:
     return check_output_dir(out_dir, "--out", files=(RESULTS_FILE, CONFIG_FILE), folders=(SHARDS_DIR, IMAGES_DIR))
 
 
-def check_sweep(config: SweepConfig, out_dir: str | Path | None = None, *, check_model_names: bool = True) -> list[WorkItem]:
+def check_sweep(
+    config: SweepConfig, out_dir: str | Path | None = None, *, check_model_names: bool = True
+) -> list[WorkItem]:
     """Everything about a sweep that can be checked before it writes or computes anything, except the
     prompts against loaded verifiers (:func:`check_prompts`): names and options of strategies,
     verifiers and scheduler, models, prompts, the plan, and the output folder. Returns the plan."""
@@ -788,7 +818,11 @@ class _Runner:
     """Holds loaded models and verifiers of one process; turns a work item into a row."""
 
     def __init__(
-        self, config: SweepConfig, device: str | torch.device, model_factory: Callable[[str], Any] | None, images_dir: Path
+        self,
+        config: SweepConfig,
+        device: str | torch.device,
+        model_factory: Callable[[str], Any] | None,
+        images_dir: Path,
     ) -> None:
         self.config = config
         self.device = device
@@ -803,7 +837,11 @@ class _Runner:
             from noisesearch.models import load_model
 
             self._model = None  # free the previous model before loading the next
-            adapter = self.model_factory(name) if self.model_factory else load_model(name, device=self.device, dtype=self.config.dtype)
+            adapter = (
+                self.model_factory(name)
+                if self.model_factory
+                else load_model(name, device=self.device, dtype=self.config.dtype)
+            )
             steps = self.config.steps or int(adapter.info.details.get("steps", 20))
             small = [b for b in self.config.budgets if b < steps]
             if small:
@@ -875,10 +913,11 @@ class _Runner:
         top: list[dict[str, Any]] = []
         evals: dict[str, list[float | None]] = {}
         if ranked:
-            images = torch.stack([c.image for c in ranked])  # [k, 3, H, W] uint8, exactly the saved PNGs
+            images = torch.stack([c.image for c in ranked if c.image is not None])  # [k, 3, H, W] uint8, the saved PNGs
             for name in cfg.eval_verifiers:
                 evals[name] = self.evaluate(name, images, item.prompt.text, adapter.device)
             for i, cand in enumerate(ranked):
+                assert cand.image is not None  # ranked keeps candidates with images only
                 top.append(
                     {
                         "rank": i + 1,
@@ -904,7 +943,10 @@ class _Runner:
             "search_verifier": item.search_verifier,
             "budget_nfe": item.budget,
             "seed": item.seed,
-            "sampling": {k: settings.get(k) for k in ("steps", "guidance", "scheduler", "height", "width", "negative_prompt", "dtype")},
+            "sampling": {
+                k: settings.get(k)
+                for k in ("steps", "guidance", "scheduler", "height", "width", "negative_prompt", "dtype")
+            },
             "search_score": top[0]["score"] if top else None,  # the search verifier's score of the chosen image
             "best_seed": top[0]["seed"] if top else None,
             "image": top[0]["image"] if top else None,
@@ -937,7 +979,9 @@ def _prepare_dir(out: Path, rank: int) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"cannot write to output directory {str(out)!r} ({e.strerror or e}); pass a writable --out") from e
+        raise ValueError(
+            f"cannot write to output directory {str(out)!r} ({e.strerror or e}); pass a writable --out"
+        ) from e
     return out
 
 
@@ -977,7 +1021,9 @@ def sweep(
     if rank is None and world_size is None:
         rank, world_size, barrier, state_device = _distributed(cfg)
     elif rank is None or world_size is None or not (0 <= rank < world_size):
-        raise ValueError(f"give both rank and world_size with 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        raise ValueError(
+            f"give both rank and world_size with 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+        )
     say = log or (lambda message: None)
     tag = f"[rank {rank}/{world_size}] " if world_size > 1 else ""
 

@@ -142,7 +142,11 @@ def scaling_plot(rows: Sequence[dict[str, Any]], model: str, path: Path, config:
             dodge = 2 ** (0.04 * (line_index - (len(lines) - 1) / 2)) if len(ax_info["budgets"]) > 1 else 1.0
             xs, ys, es = [], [], []
             for budget in ax_info["budgets"]:
-                sel = [r for r in rows if r["strategy"] == strategy and r["search_verifier"] == v and r["budget_nfe"] == budget]
+                sel = [
+                    r
+                    for r in rows
+                    if r["strategy"] == strategy and r["search_verifier"] == v and r["budget_nfe"] == budget
+                ]
                 st = _stat(sel, metric)
                 if st is not None:
                     xs.append(budget * dodge)
@@ -230,8 +234,12 @@ def _configurations(
         for verifier in axes["search_verifiers"]:
             for budget in axes["budgets"]:
                 sel = [
-                    r for r in rows
-                    if r["model"] == model and r["strategy"] == strategy and r["search_verifier"] == verifier and r["budget_nfe"] == budget
+                    r
+                    for r in rows
+                    if r["model"] == model
+                    and r["strategy"] == strategy
+                    and r["search_verifier"] == verifier
+                    and r["budget_nfe"] == budget
                 ]
                 if sel:
                     yield strategy, verifier, budget, sel
@@ -261,12 +269,14 @@ def _summary_table(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, l
 def _category_table(rows: Sequence[dict[str, Any]], model: str, metric: str, axes: dict[str, list[Any]]) -> str:
     cats = axes["categories"]
     out = [
-        f"<h3>{_e(metric)} by category</h3><table><tr><th class=\"l\">strategy</th><th class=\"l\">search verifier</th>"
+        f'<h3>{_e(metric)} by category</h3><table><tr><th class="l">strategy</th><th class="l">search verifier</th>'
         "<th>budget</th>" + "".join(f"<th>{_e(c)}</th>" for c in cats) + "</tr>"
     ]
     for strategy, verifier, budget, sel in _configurations(rows, model, axes):
         cells = "".join(f"<td>{_fmt(_stat([r for r in sel if r.get('category') == c], metric))}</td>" for c in cats)
-        out.append(f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>{cells}</tr>')
+        out.append(
+            f'<tr><td class="l">{_e(strategy)}</td><td class="l">{_e(verifier)}</td><td>{budget}</td>{cells}</tr>'
+        )
     out.append("</table>")
     return "".join(out)
 
@@ -279,7 +289,9 @@ def _value_html(name: str, value: float | None) -> str:
     return f"{_e(name)} {value:.3f}"
 
 
-def _image_grid(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list[Any]], images: _Images, max_prompts: int) -> str:
+def _image_grid(
+    rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list[Any]], images: _Images, max_prompts: int
+) -> str:
     sel = [r for r in rows if r["model"] == model]
     seed = min(r["seed"] for r in sel)
     columns = [(s, v, b) for s in axes["strategies"] for v in axes["search_verifiers"] for b in axes["budgets"]]
@@ -287,9 +299,7 @@ def _image_grid(rows: Sequence[dict[str, Any]], model: str, axes: dict[str, list
     prompts = _ordered(r["prompt"] for r in sorted(sel, key=lambda r: (r.get("category") or "", r["prompt"])))
     shown = prompts[:max_prompts]
     many_verifiers = len(axes["search_verifiers"]) > 1
-    head = "".join(
-        f"<th>{_e(s)}{'<br>' + _e(v) if many_verifiers else ''}<br>{b} NFE</th>" for s, v, b in columns
-    )
+    head = "".join(f"<th>{_e(s)}{'<br>' + _e(v) if many_verifiers else ''}<br>{b} NFE</th>" for s, v, b in columns)
     out = [
         f"<p>Best image per prompt and configuration (seed {seed}); caption: search score, then evaluation scores."
         + (f" First {len(shown)} of {len(prompts)} prompts." if len(shown) < len(prompts) else "")
@@ -390,7 +400,9 @@ def write_report(
     ]
     for model, plot in zip(axes["models"], plots):
         body.append(f"<h2>{_e(model)}</h2>")
-        body.append(f'<img class="plot" src="{_e(plot_images.src(os.path.relpath(plot, out)))}" alt="scaling plot for {_e(model)}">')
+        body.append(
+            f'<img class="plot" src="{_e(plot_images.src(os.path.relpath(plot, out)))}" alt="scaling plot for {_e(model)}">'
+        )
         body.append("<h3>Summary</h3>" + _summary_table(rows, model, axes))
         if axes["categories"]:
             for metric in axes["evals"] or ["search_score"]:

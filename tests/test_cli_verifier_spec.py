@@ -20,8 +20,21 @@ runner = CliRunner()
 def run(out: Path, verifier: str):
     return runner.invoke(
         app,
-        ["run", "--model", "stub", "--prompt", "a red circle", "--candidates", "3", "--steps", "2",
-         "--out", str(out), "--verifier", verifier],
+        [
+            "run",
+            "--model",
+            "stub",
+            "--prompt",
+            "a red circle",
+            "--candidates",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--verifier",
+            verifier,
+        ],
     )
 
 
@@ -55,11 +68,16 @@ def nothing_loads(monkeypatch):
 @pytest.mark.parametrize(
     "spec, needle",
     [
-        ("rank-ensemble(verifiers=[toyclip,toydetect(size=3)])",
-         "rank-ensemble member 2 (toydetect): verifier 'toydetect' has no option size; its options are: path"),
+        (
+            "rank-ensemble(verifiers=[toyclip,toydetect(size=3)])",
+            "rank-ensemble member 2 (toydetect): verifier 'toydetect' has no option size; its options are: path",
+        ),
         ("clipscore(w=high)", "verifier 'clipscore' option 'w' takes a number, got high"),
         ("clipscore(modle=ViT-B-32)", "verifier 'clipscore' has no option modle; its options are: model, pretrained"),
-        ("zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1,2,3])", "has 2 member verifier(s) but 3 weight(s)"),
+        (
+            "zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1,2,3])",
+            "has 2 member verifier(s) but 3 weight(s)",
+        ),
         ("rank-ensemble", "rank-ensemble needs member verifiers"),
         ("rank-ensemble(verifiers=[toyclip,toyrelation]", "at character 46 expected ',' or ')', found the end"),
         ("clip-score", "unknown verifier 'clip-score'"),

@@ -83,7 +83,7 @@ def test_all_candidates_nan_gives_no_best_and_a_clear_error():
     r = noisesearch.search(stub, "p", verifier=red, candidates=3, steps=3, guidance=1.0)
     assert r.non_finite == 3 and r.ranked() == []
     with pytest.raises(ValueError, match="no finite candidate"):
-        r.best
+        _ = r.best
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
@@ -109,9 +109,18 @@ def test_out_of_memory_inside_a_search_changes_nothing_but_the_chunk_size(strate
     options = {"candidates": 4} if strategy == "gradient" else {}  # by default it optimises one noise
 
     def run(stub):
-        return noisesearch.search(stub, "p", strategy=strategy, strategy_options=options, seed=3,
-                                  verifier=CallableVerifier(red, "red", True), budget=40, steps=5, guidance=3.0,
-                                  max_batch=8)
+        return noisesearch.search(
+            stub,
+            "p",
+            strategy=strategy,
+            strategy_options=options,
+            seed=3,
+            verifier=CallableVerifier(red, "red", True),
+            budget=40,
+            steps=5,
+            guidance=3.0,
+            max_batch=8,
+        )
 
     ref = run(StubAdapter())
     stub = StubAdapter()
@@ -188,9 +197,26 @@ def test_interrupted_run_writes_partial_results_and_exits_130(tmp_path, how, sig
     marked partial, exit code 130."""
     _INTERRUPT.update(at_call=3, calls=0, how=how)
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["run", "--prompt", "a red circle", "--model", "stub", "--verifier",
-                                   "hardening-interrupt", "--candidates", "8", "--max-batch", "2", "--steps", "3",
-                                   "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red circle",
+            "--model",
+            "stub",
+            "--verifier",
+            "hardening-interrupt",
+            "--candidates",
+            "8",
+            "--max-batch",
+            "2",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 130, res.output
     assert "Traceback" not in res.output
     assert "interrupted: results computed so far were written" in res.stderr
@@ -204,8 +230,24 @@ def test_interrupted_run_writes_partial_results_and_exits_130(tmp_path, how, sig
 def test_interrupt_before_any_candidate_finishes_says_nothing_was_written(tmp_path):
     _INTERRUPT.update(at_call=1, calls=0, how="keyboard")
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["run", "--prompt", "a red circle", "--model", "stub", "--verifier",
-                                   "hardening-interrupt", "--candidates", "4", "--steps", "2", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red circle",
+            "--model",
+            "stub",
+            "--verifier",
+            "hardening-interrupt",
+            "--candidates",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 130 and "Traceback" not in res.output
     assert "nothing was written" in res.stderr
     assert not (out / "report.json").exists()
@@ -238,8 +280,13 @@ def test_sigterm_from_outside_a_real_process_keeps_finished_work(tmp_path):
     candidates finished so far, best image written."""
     ready, out = tmp_path / "ready", tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RUN, str(ready), str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_RUN, str(ready), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:

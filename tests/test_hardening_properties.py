@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 import noisesearch
 from noisesearch.api import budget_from
-from noisesearch.request import ensure_registrations
 from noisesearch.core.sampler import MAX_SIDE, MAX_STEPS, CoreConfig
+from noisesearch.request import ensure_registrations
 from noisesearch.strategies.base import _STRATEGIES, make_strategy
 from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 from noisesearch.testing import StubAdapter
@@ -99,7 +99,9 @@ def test_cli_flags_parse_to_what_they_say(case):
 @given(st.sampled_from(FLAG_STRATEGIES), st.data())
 def test_random_cli_words_parse_or_raise_a_one_line_value_error(name, data):
     flags = [w for f in _STRATEGIES[name].cli_options for w in f.split("/")]
-    word = st.one_of(st.sampled_from(flags), TEXT, st.sampled_from(flags).flatmap(lambda f: TEXT.map(lambda t: f"{f}={t}")))
+    word = st.one_of(
+        st.sampled_from(flags), TEXT, st.sampled_from(flags).flatmap(lambda f: TEXT.map(lambda t: f"{f}={t}"))
+    )
     words = data.draw(st.lists(word, max_size=6))
     try:
         parsed = parse_strategy_args(name, words)
@@ -195,8 +197,14 @@ def test_toml_options_parse_to_what_they_say(tmp_path_factory, case):
 
 
 TOML_SCALAR = st.one_of(
-    st.booleans(), st.integers(-(2**63), 2**63 - 1).map(str), st.floats().map(toml_value), TEXT.map(toml_value),
-    st.just("1979-05-27T07:32:00Z"), st.just("[1, 2]"), st.just("{ a = 1 }"), st.just("[]"),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1).map(str),
+    st.floats().map(toml_value),
+    TEXT.map(toml_value),
+    st.just("1979-05-27T07:32:00Z"),
+    st.just("[1, 2]"),
+    st.just("{ a = 1 }"),
+    st.just("[]"),
     st.just(str(10**30)),  # a float field given an integer beyond float range
 ).map(lambda v: toml_value(v) if isinstance(v, bool) else v)
 
@@ -212,14 +220,26 @@ def test_random_toml_parses_or_raises_a_one_line_value_error(tmp_path_factory, n
     elif kind == "text":
         raw = data.draw(st.text(max_size=60)).encode("utf-8", "surrogatepass")
     elif kind == "values":
-        keys = data.draw(st.lists(st.one_of(st.sampled_from(fields), st.from_regex(r"[a-z_]{1,8}", fullmatch=True)),
-                                  unique=True, max_size=5))
+        keys = data.draw(
+            st.lists(
+                st.one_of(st.sampled_from(fields), st.from_regex(r"[a-z_]{1,8}", fullmatch=True)),
+                unique=True,
+                max_size=5,
+            )
+        )
         raw = "\n".join(f"{k} = {data.draw(TOML_SCALAR)}" for k in keys).encode()
     else:  # the [strategy] table in odd shapes
-        raw = data.draw(st.sampled_from([
-            f"[strategy]\n{name} = 5\n", f"strategy = {{ {json.dumps(name)} = [1] }}\n", "strategy = 3\n",
-            f"[strategy.{name}]\n[strategy.{name}.nested]\nx = 1\n", "[strategy.other]\nx = 1\n",
-        ])).encode()
+        raw = data.draw(
+            st.sampled_from(
+                [
+                    f"[strategy]\n{name} = 5\n",
+                    f"strategy = {{ {json.dumps(name)} = [1] }}\n",
+                    "strategy = 3\n",
+                    f"[strategy.{name}]\n[strategy.{name}.nested]\nx = 1\n",
+                    "[strategy.other]\nx = 1\n",
+                ]
+            )
+        ).encode()
     path = tmp_path_factory.mktemp("toml") / "s.toml"
     path.write_bytes(raw)
     try:
@@ -305,14 +325,18 @@ NOT_AN_INT = st.one_of(FINITE, st.just(math.inf), st.just(math.nan), TEXT, st.li
 @SETTINGS
 @given(st.integers(2, 1000), st.data())
 def test_invalid_budgets_are_value_errors(steps, data):
-    budget, candidates = data.draw(st.sampled_from([
-        (st.integers(max_value=0), st.none()),
-        (st.integers(1, steps - 1), st.none()),  # less than one full sample
-        (NOT_AN_INT, st.none()),
-        (st.none(), st.integers(max_value=0)),
-        (st.none(), NOT_AN_INT),
-        (st.integers(1, 10**6), st.integers(1, 10**6)),  # both: contradictory
-    ]))
+    budget, candidates = data.draw(
+        st.sampled_from(
+            [
+                (st.integers(max_value=0), st.none()),
+                (st.integers(1, steps - 1), st.none()),  # less than one full sample
+                (NOT_AN_INT, st.none()),
+                (st.none(), st.integers(max_value=0)),
+                (st.none(), NOT_AN_INT),
+                (st.integers(1, 10**6), st.integers(1, 10**6)),  # both: contradictory
+            ]
+        )
+    )
     b, c = data.draw(budget), data.draw(candidates)
     assume(not (b is None and c is None))
     with pytest.raises(ValueError) as err:
@@ -341,19 +365,54 @@ class CountingVerifier:
 
 STRATEGY_OPTIONS = {
     "random": st.fixed_dictionaries({}, optional={"round_size": st.integers(0, 5)}),
-    "prune": st.fixed_dictionaries({}, optional={"at": st.floats(0, 0.5), "jumps": st.integers(0, 3),
-                                                 "keep": st.floats(0.05, 1), "halving": st.booleans()}),
-    "zero-order": st.fixed_dictionaries({}, optional={"neighbors": st.integers(1, 4), "cosine": st.floats(0, 0.99),
-                                                      "restart": st.booleans(), "fresh": st.integers(0, 2)}),
-    "paths": st.fixed_dictionaries({}, optional={"paths": st.integers(1, 3), "branches": st.integers(1, 3),
-                                                 "sigma": st.floats(0, 0.9), "finish_within": st.integers(0, 2)}),
-    "smc": st.fixed_dictionaries({}, optional={"particles": st.integers(0, 5), "resample_every": st.integers(0, 3),
-                                               "ess_threshold": st.floats(0, 1), "resampler": st.sampled_from(
-                                                   ["multinomial", "systematic"]), "churn": st.floats(0, 1),
-                                               "standardize": st.booleans(), "lookahead": st.integers(0, 2)}),
-    "gradient": st.fixed_dictionaries({}, optional={"candidates": st.integers(1, 3), "iterations": st.integers(1, 6),
-                                                    "opt_steps": st.integers(0, 3), "optimizer": st.sampled_from(
-                                                        ["sgd", "adam"])}),
+    "prune": st.fixed_dictionaries(
+        {},
+        optional={
+            "at": st.floats(0, 0.5),
+            "jumps": st.integers(0, 3),
+            "keep": st.floats(0.05, 1),
+            "halving": st.booleans(),
+        },
+    ),
+    "zero-order": st.fixed_dictionaries(
+        {},
+        optional={
+            "neighbors": st.integers(1, 4),
+            "cosine": st.floats(0, 0.99),
+            "restart": st.booleans(),
+            "fresh": st.integers(0, 2),
+        },
+    ),
+    "paths": st.fixed_dictionaries(
+        {},
+        optional={
+            "paths": st.integers(1, 3),
+            "branches": st.integers(1, 3),
+            "sigma": st.floats(0, 0.9),
+            "finish_within": st.integers(0, 2),
+        },
+    ),
+    "smc": st.fixed_dictionaries(
+        {},
+        optional={
+            "particles": st.integers(0, 5),
+            "resample_every": st.integers(0, 3),
+            "ess_threshold": st.floats(0, 1),
+            "resampler": st.sampled_from(["multinomial", "systematic"]),
+            "churn": st.floats(0, 1),
+            "standardize": st.booleans(),
+            "lookahead": st.integers(0, 2),
+        },
+    ),
+    "gradient": st.fixed_dictionaries(
+        {},
+        optional={
+            "candidates": st.integers(1, 3),
+            "iterations": st.integers(1, 6),
+            "opt_steps": st.integers(0, 3),
+            "optimizer": st.sampled_from(["sgd", "adam"]),
+        },
+    ),
 }
 
 
@@ -363,9 +422,14 @@ def search_case(draw):
     steps = draw(st.integers(1, 8))
     budget = draw(st.integers(steps, 9 * steps + 7))
     return dict(
-        strategy=strategy, options=draw(STRATEGY_OPTIONS[strategy]), steps=steps, budget=budget,
-        max_batch=draw(st.integers(1, 6)), guidance=draw(st.sampled_from([0.0, 1.0, 3.0])),
-        seed=draw(st.integers(0, 2**31)), prediction=draw(st.sampled_from(["epsilon", "v_prediction"])),
+        strategy=strategy,
+        options=draw(STRATEGY_OPTIONS[strategy]),
+        steps=steps,
+        budget=budget,
+        max_batch=draw(st.integers(1, 6)),
+        guidance=draw(st.sampled_from([0.0, 1.0, 3.0])),
+        seed=draw(st.integers(0, 2**31)),
+        prediction=draw(st.sampled_from(["epsilon", "v_prediction"])),
     )
 
 
@@ -373,9 +437,18 @@ def search_case(draw):
 @given(search_case())
 def test_nfe_never_exceeds_the_budget_and_accounting_equals_what_was_seen(case):
     stub, verifier = StubAdapter(case["prediction"]), CountingVerifier()
-    r = noisesearch.search(stub, "a red circle", strategy=case["strategy"], strategy_options=case["options"],
-                           verifier=verifier, budget=case["budget"], steps=case["steps"], guidance=case["guidance"],
-                           max_batch=case["max_batch"], seed=case["seed"])
+    r = noisesearch.search(
+        stub,
+        "a red circle",
+        strategy=case["strategy"],
+        strategy_options=case["options"],
+        verifier=verifier,
+        budget=case["budget"],
+        steps=case["steps"],
+        guidance=case["guidance"],
+        max_batch=case["max_batch"],
+        seed=case["seed"],
+    )
     acc = r.accounting
     assert 0 < acc.nfe <= case["budget"] == r.budget_nfe
     rows_per_candidate = 2 if case["guidance"] > 1 else 1  # a CFG pair is one NFE but two rows

@@ -117,8 +117,14 @@ def test_imagereward_loader_refuses_pickled_code(tmp_path):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle"]
     (tmp_path / "tok").mkdir()
     (tmp_path / "tok" / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    text = BlipTextConfig(vocab_size=len(vocab) + 2, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=32, max_position_embeddings=40)
+    text = BlipTextConfig(
+        vocab_size=len(vocab) + 2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+    )
     vision = BlipVisionConfig(image_size=32, patch_size=16, width=16, layers=1, heads=2)
     with pytest.raises(Exception) as err:
         load_imagereward(tmp_path / "ImageReward.pt", tokenizer=tmp_path / "tok", vision=vision, text=text)
@@ -155,10 +161,24 @@ def test_pickscore_loader_refuses_pickled_code(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(image_size=32, patch_size=16, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=1, num_attention_heads=2),
+        text_config=dict(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=16,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
         projection_dim=8,
     )
     cfg.save_pretrained(str(model))
@@ -210,14 +230,30 @@ def test_cli_refuses_pickled_code_in_one_line(evil_pipeline, tmp_path, monkeypat
     environment variable) both end with exit 2 and one line on stderr; nothing runs."""
     folder, marker = evil_pipeline
     runner = CliRunner()
-    res = runner.invoke(app, ["run", "--prompt", "a red circle", "--model", str(folder), "--device", "cpu",
-                              "--verifier", "toyclip", "--out", str(tmp_path / "a")])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red circle",
+            "--model",
+            str(folder),
+            "--device",
+            "cpu",
+            "--verifier",
+            "toyclip",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
     assert_one_error_line(res, "could not load the diffusers pipeline")
     assert "weights-only unpickler" in res.stderr
     head_marker = tmp_path / "head-marker"
     monkeypatch.setenv("NOISESEARCH_AESTHETIC_PATH", str(write_payload(tmp_path / "head.pth", head_marker)))
-    res = runner.invoke(app, ["run", "--prompt", "a red circle", "--model", "stub", "--verifier", "aesthetic",
-                              "--out", str(tmp_path / "b")])
+    res = runner.invoke(
+        app,
+        ["run", "--prompt", "a red circle", "--model", "stub", "--verifier", "aesthetic", "--out", str(tmp_path / "b")],
+    )
     assert_one_error_line(res, "weights-only unpickler")
     assert not marker.exists() and not head_marker.exists()
 

@@ -28,7 +28,10 @@ def test_readme_example_runs(index, tmp_path):
     # each block in a fresh interpreter (examples register strategies and verifiers globally), run
     # from the repository root as the README says
     done = subprocess.run(
-        [sys.executable, "-c", BLOCKS[index]], cwd=README.parent if "examples/" in BLOCKS[index] else tmp_path,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", BLOCKS[index]],
+        cwd=README.parent if "examples/" in BLOCKS[index] else tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -46,7 +46,9 @@ def test_bad_requests_fail_before_the_model_loads(monkeypatch):
 
 def test_family_defaults_fill_only_what_the_user_left_out():
     adapter = StubAdapter()  # its family defaults: 10 steps, guidance 3.0
-    resolved = resolve(SearchRequest(verifier=lambda im, p: im.mean(dim=(1, 2, 3)), sampling=Sampling(guidance=0.0)), adapter)
+    resolved = resolve(
+        SearchRequest(verifier=lambda im, p: im.mean(dim=(1, 2, 3)), sampling=Sampling(guidance=0.0)), adapter
+    )
     assert resolved.core_config.steps == 10
     assert resolved.core_config.guidance == 0.0  # an explicit 0 is kept, not replaced by the default
     assert resolved.nfe_budget == 16 * 10

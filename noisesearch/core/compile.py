@@ -18,7 +18,9 @@ import torch
 RECOMPILE_LIMIT = 16
 
 
-def compile_denoiser(module: torch.nn.Module, device: torch.device | str, mode: str | None = None, backend: str = "inductor") -> Any:
+def compile_denoiser(
+    module: torch.nn.Module, device: torch.device | str, mode: str | None = None, backend: str = "inductor"
+) -> Any:
     """``module`` wrapped by ``torch.compile`` with static shapes and a whole-graph capture.
 
     ``mode`` defaults to ``"reduce-overhead"`` (CUDA graphs) on CUDA and ``"default"`` elsewhere;

@@ -111,7 +111,9 @@ class Trajectory:
             seeds=[self.seeds[int(i)] for i in idx],
             x0=None if self.x0 is None else self.x0.index_select(0, idx.to(self.x0.device)),
             x0_step=self.x0_step,
-            cache=None if c is None else EvalCache(
+            cache=None
+            if c is None
+            else EvalCache(
                 x, self.step, c.x0.index_select(0, idx.to(c.x0.device)), c.eps.index_select(0, idx.to(c.eps.device))
             ),
         )
@@ -135,7 +137,8 @@ class Trajectory:
             x0=torch.cat([p.x0 for p in parts]) if with_x0 else None,  # type: ignore[misc]
             x0_step=parts[0].x0_step if with_x0 else -1,
             cache=EvalCache(x, parts[0].step, torch.cat([c.x0 for c in caches]), torch.cat([c.eps for c in caches]))  # type: ignore[union-attr]
-            if all(c is not None for c in caches) else None,
+            if all(c is not None for c in caches)
+            else None,
         )
 
 
@@ -220,7 +223,9 @@ class DenoisingCore:
         )
 
     # --- network ------------------------------------------------------------------------------
-    def _evaluate_chunk(self, x: torch.Tensor, step: int, prompt_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _evaluate_chunk(
+        self, x: torch.Tensor, step: int, prompt_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One guided network call on a chunk: returns (x0, eps) in float32."""
         assert self._embeddings is not None
         b = x.shape[0]
@@ -454,7 +459,10 @@ class DenoisingCore:
         if not 0 <= to_step <= trajectory.step:
             raise ValueError(f"re-noising goes to an earlier step: {trajectory.step} -> {to_step}")
         x = renoise_latents(
-            trajectory.x, self.schedule.level(trajectory.step), self.schedule.level(to_step), noise.to(trajectory.x.device)
+            trajectory.x,
+            self.schedule.level(trajectory.step),
+            self.schedule.level(to_step),
+            noise.to(trajectory.x.device),
         )
         return replace(trajectory, x=x, step=to_step, x0=None, x0_step=-1, cache=None)
 

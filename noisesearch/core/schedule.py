@@ -44,7 +44,9 @@ class Schedule:
     sigma_in: torch.Tensor  # [n] float64
     alpha_out: torch.Tensor  # [n] float64
     sigma_out: torch.Tensor  # [n] float64
-    init_scale: float  # initial latents = standard normal noise * init_scale (diffusers' init_noise_sigma, in our space)
+    init_scale: (
+        float  # initial latents = standard normal noise * init_scale (diffusers' init_noise_sigma, in our space)
+    )
     max_order: tuple[int, ...]  # [n] highest solver order allowed at each step (multistep solvers)
 
     @property
@@ -106,7 +108,9 @@ def build_schedule(solver: str, base_config: dict[str, Any], num_steps: int, **s
 
     if solver == "ddim":
         if scheduler.config.clip_sample or scheduler.config.thresholding:
-            raise ValueError("DDIM with clip_sample or thresholding is not supported; set both to False in the scheduler config")
+            raise ValueError(
+                "DDIM with clip_sample or thresholding is not supported; set both to False in the scheduler config"
+            )
         # DDIM steps from abar(t_i) to abar(t_i - T // n), or to final_alpha_cumprod below t = 0.
         abar = scheduler.alphas_cumprod.double()
         ratio = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
@@ -137,9 +141,7 @@ def build_schedule(solver: str, base_config: dict[str, Any], num_steps: int, **s
         if solver == "dpm++2m":
             cfg = scheduler.config
             final_first_order = (
-                cfg.euler_at_final
-                or (cfg.lower_order_final and n < 15)
-                or cfg.final_sigmas_type == "zero"
+                cfg.euler_at_final or (cfg.lower_order_final and n < 15) or cfg.final_sigmas_type == "zero"
             )
             max_order = [1] + [2] * (n - 1)
             if final_first_order:

@@ -98,7 +98,5 @@ def renoise(
     scale = a2 / a
     var = s2**2 - (scale * s) ** 2
     if var < -1e-9:
-        raise ValueError(
-            f"re-noising must go to a noisier level: sigma/alpha {s / a:.4g} -> {s2 / max(a2, 1e-12):.4g}"
-        )
+        raise ValueError(f"re-noising must go to a noisier level: sigma/alpha {s / a:.4g} -> {s2 / max(a2, 1e-12):.4g}")
     return scale * x.float() + math.sqrt(max(var, 0.0)) * noise.float()

@@ -173,12 +173,16 @@ def resolve_folder(
         if value:
             p = user_path(value)
             if not p.is_dir():
-                raise FileNotFoundError(f"{origin} points at {str(p)!r}, which is not a folder; expected a "
-                                        f"{spec.hub_ids[0]} folder (save_pretrained layout)")
+                raise FileNotFoundError(
+                    f"{origin} points at {str(p)!r}, which is not a folder; expected a "
+                    f"{spec.hub_ids[0]} folder (save_pretrained layout)"
+                )
             missing = _missing_in(p, spec)
             if missing:
-                raise FileNotFoundError(f"folder {str(p)!r} (from {origin}) lacks {', '.join(missing)}; "
-                                        f"expected a copy of hub repo {spec.hub_ids[0]!r}")
+                raise FileNotFoundError(
+                    f"folder {str(p)!r} (from {origin}) lacks {', '.join(missing)}; "
+                    f"expected a copy of hub repo {spec.hub_ids[0]!r}"
+                )
             return p
     found = find_folder(spec, cache_dir)
     if found is not None:
@@ -252,9 +256,11 @@ def mismatch_error(
     def first(items: list[str]) -> str:
         return ", ".join(items[:5]) + (f", ... ({len(items) - 5} more)" if len(items) > 5 else "")
 
-    parts = [f"{len(missing)} missing ({first(missing)})" if missing else "",
-             f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
-             f"{len(shapes)} mis-shaped ({first(shapes)})" if shapes else ""]
+    parts = [
+        f"{len(missing)} missing ({first(missing)})" if missing else "",
+        f"{len(unexpected)} unexpected ({first(unexpected)})" if unexpected else "",
+        f"{len(shapes)} mis-shaped ({first(shapes)})" if shapes else "",
+    ]
     return ValueError(
         f"checkpoint {str(source)!r} does not match the {architecture} architecture: "
         f"{'; '.join(p for p in parts if p)}. {hint}"
@@ -280,15 +286,24 @@ def load_strict(
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         raise mismatch_error(type(module).__name__, source, missing, unexpected, shapes, hint)
     module.load_state_dict(sd, strict=True)
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:

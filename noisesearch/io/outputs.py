@@ -99,7 +99,9 @@ def check_output_file(path: str | os.PathLike[str], option: str = "--out", suffi
     if suffix is not None and out.suffix != suffix:
         raise OutputError(f"{option} must end in {suffix}, got {_shown(out)}")
     if out.is_dir():
-        raise OutputError(f"{option} {_shown(out)} is a folder; give a file name, e.g. {_shown(out / ('out' + (suffix or '')))}")
+        raise OutputError(
+            f"{option} {_shown(out)} is a folder; give a file name, e.g. {_shown(out / ('out' + (suffix or '')))}"
+        )
     folder = out.parent if out.parent.is_dir() else _nearest_existing_folder(out, option)
     _probe(folder, out, option)
     return out

@@ -64,7 +64,9 @@ def slug(text: str, max_len: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len] or "prompt"
 
 
-def write_outputs(result: SearchResult, out: Path, top_k: int = 1, extra: dict[str, Any] | None = None) -> dict[str, str]:
+def write_outputs(
+    result: SearchResult, out: Path, top_k: int = 1, extra: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Writes best image(s), the grid and report.json into ``out``; returns the written paths."""
     written: dict[str, str] = {}
     ranked = [c for c in result.ranked() if c.image is not None]

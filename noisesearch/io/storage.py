@@ -40,7 +40,9 @@ def read_jsonl(
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-            cause = getattr(e, "msg", None) or ("not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply")
+            cause = getattr(e, "msg", None) or (
+                "not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deeply"
+            )
             raise ValueError(
                 f"{path}:{number} is not a JSON row ({cause}); the file was changed outside noisesearch: "
                 "delete that line (the row will be recomputed) and run again"
@@ -116,7 +118,7 @@ def append_row(path: Path, row: Mapping[str, Any]) -> None:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -31,9 +31,7 @@ class CatalogEntry:
 
 def catalog() -> tuple[CatalogEntry, ...]:
     """Every registered family's example checkpoints."""
-    return tuple(
-        CatalogEntry(f.name, ex.hub_id, f.pipeline_class, ex.gated) for f in families() for ex in f.examples
-    )
+    return tuple(CatalogEntry(f.name, ex.hub_id, f.pipeline_class, ex.gated) for f in families() for ex in f.examples)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from noisesearch.core.adapter import ModelAdapter, ModelInfo
+from noisesearch.io.paths import user_path
 from noisesearch.models.families import (
     base_family,
     detect_family,
@@ -26,7 +27,6 @@ from noisesearch.models.families import (
     get_family,
     supported_pipelines,
 )
-from noisesearch.io.paths import user_path
 from noisesearch.toyworld.assets import PIPELINE_DIR
 
 TOYWORLD_DIR = PIPELINE_DIR
@@ -41,8 +41,14 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     """``auto``: bfloat16 on CUDA (fp32 where bf16 is unsupported), float32 elsewhere."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    choices = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-               "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    choices = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+    }
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -126,9 +132,13 @@ def _read_model_index(path: Path) -> str:
     try:
         index = json.loads(index_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelNotFoundError(f"{index_file} is not a readable model_index.json ({getattr(e, 'msg', None) or e})") from None
+        raise ModelNotFoundError(
+            f"{index_file} is not a readable model_index.json ({getattr(e, 'msg', None) or e})"
+        ) from None
     if not isinstance(index, dict):
-        raise ModelNotFoundError(f"{index_file} is not a model_index.json (expected a JSON object, found {type(index).__name__})")
+        raise ModelNotFoundError(
+            f"{index_file} is not a model_index.json (expected a JSON object, found {type(index).__name__})"
+        )
     return str(index.get("_class_name", "?"))
 
 
@@ -142,12 +152,16 @@ def check_model(name: str) -> str | None:
     from noisesearch.io.usertext import quote
 
     if not isinstance(name, str) or not name.strip():
-        raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
+        raise ModelNotFoundError(
+            "--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id"
+        )
     if name == "stub":
         return None
     if name == "toyworld":
         if not (TOYWORLD_DIR / "model_index.json").exists():
-            raise ModelNotFoundError(f"the embedded toyworld model is missing from {TOYWORLD_DIR}; reinstall noisesearch")
+            raise ModelNotFoundError(
+                f"the embedded toyworld model is missing from {TOYWORLD_DIR}; reinstall noisesearch"
+            )
         return "toyworld"
     if family_of_tiny_model(name) is not None:
         return "tiny-random"
@@ -192,7 +206,9 @@ def load_model(
 ) -> ModelAdapter:
     """Loads a model adapter offline from a name, a diffusers folder or a cached hub id."""
     if name is not None and not name.strip():
-        raise ModelNotFoundError("--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id")
+        raise ModelNotFoundError(
+            "--model is empty; use 'toyworld' (the embedded default), a diffusers folder or a Hugging Face id"
+        )
     name = name or DEFAULT_MODEL
     if name == "stub":
         # the weightless counting model of noisesearch.testing (CPU, fp32): fast tests of sweeps and CLIs
@@ -241,7 +257,7 @@ def load_model(
         elif "/" in name and not name.startswith((".", "/")):
             try:
                 pipe = _from_pretrained(name, local_files_only=True, torch_dtype=torch_dtype)
-            except (OSError, ValueError, EnvironmentError) as e:
+            except (OSError, ValueError) as e:
                 raise _not_cached(name) from e
         else:
             from noisesearch.io.usertext import quote

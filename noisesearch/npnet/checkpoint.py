@@ -27,8 +27,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from noisesearch.npnet.model import NPNet, NPNetConfig, preset
 from noisesearch.io.checkpoints import load_strict, load_weights, mismatch_error
+from noisesearch.npnet.model import NPNet, NPNetConfig, preset
 
 #: top-level entries of an official checkpoint -> prefix of the same weights in :class:`NPNet`
 OFFICIAL_ENTRIES: dict[str, str] = {
@@ -81,8 +81,14 @@ def read_official(checkpoint: Mapping[str, object], source: str = "checkpoint") 
     if missing or unexpected:
         raise ValueError(
             f"{source} is not an official NPNet checkpoint: "
-            + "; ".join(p for p in (f"missing entries {missing}" if missing else "",
-                                    f"unexpected entries {unexpected}" if unexpected else "") if p)
+            + "; ".join(
+                p
+                for p in (
+                    f"missing entries {missing}" if missing else "",
+                    f"unexpected entries {unexpected}" if unexpected else "",
+                )
+                if p
+            )
             + ("" if missing else f" (expected exactly {sorted(expected)})")
         )
     flat: dict[str, torch.Tensor] = {}
@@ -135,7 +141,7 @@ def flat_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, object
             continue
         for entry, prefix in OFFICIAL_ENTRIES.items():
             if key.startswith(prefix):
-                out[entry][key[len(prefix):]] = value.detach().clone()  # type: ignore[index]
+                out[entry][key[len(prefix) :]] = value.detach().clone()  # type: ignore[index]
                 break
         else:
             raise ValueError(f"key {key!r} has no place in the official layout")
@@ -206,7 +212,9 @@ def save_npnet(net: NPNet, path: str | os.PathLike, metadata: Mapping[str, str] 
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise ValueError(f"cannot write NPNet checkpoint {str(path)!r} ({describe_error(err)}); pass a writable file path") from None
+        raise ValueError(
+            f"cannot write NPNet checkpoint {str(path)!r} ({describe_error(err)}); pass a writable file path"
+        ) from None
     return path
 
 
@@ -220,14 +228,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         what = "is empty (0 bytes)" if size == 0 else f"is not a readable safetensors file ({describe_error(err, 80)})"
-        raise ValueError(f"NPNet checkpoint {str(path)!r} {what}; pass one from `npnet convert` or `npnet train`") from None
+        raise ValueError(
+            f"NPNet checkpoint {str(path)!r} {what}; pass one from `npnet convert` or `npnet train`"
+        ) from None
 
 
 def check_checkpoint_path(path: str | os.PathLike) -> Path:
     """``path`` as an existing regular file; ``ValueError`` says when it is missing or a folder."""
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"NPNet checkpoint {str(path)!r} is a folder; pass the checkpoint file itself (.pth or .safetensors)")
+        raise ValueError(
+            f"NPNet checkpoint {str(path)!r} is a folder; pass the checkpoint file itself (.pth or .safetensors)"
+        )
     if not p.is_file():
         raise FileNotFoundError(f"NPNet checkpoint {str(path)!r} does not exist")
     return p
@@ -254,9 +266,7 @@ def load_npnet(path: str | os.PathLike, preset_name: str | None = None) -> NPNet
     return net.eval()
 
 
-def convert_official(
-    src: str | os.PathLike, dst: str | os.PathLike, preset_name: str | None = None
-) -> OfficialLoad:
+def convert_official(src: str | os.PathLike, dst: str | os.PathLike, preset_name: str | None = None) -> OfficialLoad:
     """``noisesearch npnet convert``: official ``.pth`` -> validated noisesearch ``.safetensors``
     (the known-unused entries are not written; :attr:`OfficialLoad.set_aside` names them)."""
     loaded = read_official_file(src, preset(preset_name) if preset_name else None)

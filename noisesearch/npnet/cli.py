@@ -25,8 +25,8 @@ def convert(
     ] = None,
 ) -> None:
     """Validate an official NPNet checkpoint strictly (no code runs) and write it as safetensors."""
-    from noisesearch.npnet.checkpoint import check_checkpoint_path, convert_official
     from noisesearch.io.outputs import check_output_file
+    from noisesearch.npnet.checkpoint import check_checkpoint_path, convert_official
 
     try:
         check_checkpoint_path(src)
@@ -37,21 +37,31 @@ def convert(
         return
     net = loaded.net
     n = sum(p.numel() for p in net.parameters())
-    console.print(f"wrote {out} ({n / 1e6:.1f}M parameters, latent {net.config.latent_channels}×"
-                  f"{net.config.latent_size}², text {net.config.text_tokens}×{net.config.text_dim})")
+    console.print(
+        f"wrote {out} ({n / 1e6:.1f}M parameters, latent {net.config.latent_channels}×"
+        f"{net.config.latent_size}², text {net.config.text_tokens}×{net.config.text_dim})"
+    )
     if loaded.set_aside:
-        console.print(f"set aside {len(loaded.set_aside)} entries the official code creates but never uses "
-                      f"(SVDNoiseUnet's BatchNorm): {', '.join(loaded.set_aside)}")
+        console.print(
+            f"set aside {len(loaded.set_aside)} entries the official code creates but never uses "
+            f"(SVDNoiseUnet's BatchNorm): {', '.join(loaded.set_aside)}"
+        )
 
 
 @npnet_app.command("collect")
 def collect_command(
-    out: Annotated[str, typer.Option(metavar="PATH", help="Dataset folder; run again with the same folder to resume.")] = "npd",
-    model: Annotated[str, typer.Option(help="'toyworld', a diffusers folder, or a Hugging Face id in your cache.")] = "toyworld",
+    out: Annotated[
+        str, typer.Option(metavar="PATH", help="Dataset folder; run again with the same folder to resume.")
+    ] = "npd",
+    model: Annotated[
+        str, typer.Option(help="'toyworld', a diffusers folder, or a Hugging Face id in your cache.")
+    ] = "toyworld",
     prompts: Annotated[
         str, typer.Option(help="Built-in prompt set (toyworld-train) or a TXT/CSV prompts file.")
     ] = "toyworld-train",
-    verifier: Annotated[Optional[str], typer.Option(help="Verifier that judges the pairs (default: the model's).")] = None,
+    verifier: Annotated[
+        Optional[str], typer.Option(help="Verifier that judges the pairs (default: the model's).")
+    ] = None,
     pairs_per_prompt: Annotated[int, typer.Option(help="Seeds per prompt.")] = 4,
     shard_size: Annotated[int, typer.Option(help="(prompt, seed) units per shard / batch.")] = 64,
     guidance_high: Annotated[float, typer.Option(help="ω_l: guidance of the DDIM step from x_T.")] = 5.5,
@@ -64,7 +74,9 @@ def collect_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")] = "auto",
     max_batch: Annotated[int, typer.Option(help="Candidates per network call.")] = 32,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")
+    ] = False,
 ) -> None:
     """Collect NPD pairs by re-denoise sampling: (x_T, x'_T) kept when x'_T's image scores higher."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -82,8 +94,13 @@ def collect_command(
         out_dir = check_output_dir(out)
         items = [p.text for p in load_prompts(prompts)]
         # the same request as a search: model defaults, verifier spec and checks in one place
-        request = SearchRequest(model=model, verifier=verifier, sampling=Sampling(steps, guidance, max_batch=max_batch),
-                                device=device, dtype=dtype)
+        request = SearchRequest(
+            model=model,
+            verifier=verifier,
+            sampling=Sampling(steps, guidance, max_batch=max_batch),
+            device=device,
+            dtype=dtype,
+        )
         request.check()
         from noisesearch.quiet import library_output
 
@@ -94,8 +111,14 @@ def collect_command(
         fail(str(e))
         return
     console.print(f"{len(items)} prompts × {pairs_per_prompt} seeds, verifier {verif.name}, into {out_dir}")
-    with Progress(TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[kept]} kept"),
-                  TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]shards"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[kept]} kept"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("collect", total=None, kept=0)
         kept = 0
 
@@ -105,21 +128,27 @@ def collect_command(
             bar.update(task, completed=done, total=total, kept=kept)
 
         try:
-            summary = collect(adapter, items, verif, out_dir, config, core_config, max_shards=max_shards, on_shard=on_shard)
+            summary = collect(
+                adapter, items, verif, out_dir, config, core_config, max_shards=max_shards, on_shard=on_shard
+            )
         except ValueError as e:
             fail(str(e))
             return
         except KeyboardInterrupt:
             console.print(f"interrupted: finished shards are in {out_dir}; run the same command again to resume")
-            raise typer.Exit(code=130)
-    console.print(f"{summary.shards_done}/{summary.shards_total} shards done; this run: {summary.units} pairs tried, "
-                  f"{summary.kept} kept, {summary.nfe} NFEs, {summary.seconds:.0f}s")
+            raise typer.Exit(code=130) from None
+    console.print(
+        f"{summary.shards_done}/{summary.shards_total} shards done; this run: {summary.units} pairs tried, "
+        f"{summary.kept} kept, {summary.nfe} NFEs, {summary.seconds:.0f}s"
+    )
 
 
 @npnet_app.command("train")
 def train_command(
     data: Annotated[Path, typer.Argument(help="NPD folder written by `noisesearch npnet collect`.")],
-    out: Annotated[str, typer.Option(metavar="PATH", help="Output NPNet .safetensors (best validation loss).")] = "npnet.safetensors",
+    out: Annotated[
+        str, typer.Option(metavar="PATH", help="Output NPNet .safetensors (best validation loss).")
+    ] = "npnet.safetensors",
     model: Annotated[str, typer.Option(help="The diffusion model whose text encoder conditions NPNet.")] = "toyworld",
     preset: Annotated[str, typer.Option(help="Architecture: toyworld, sdxl, dreamshaper or dit.")] = "toyworld",
     epochs: Annotated[int, typer.Option(help="Passes over the training pairs.")] = 30,
@@ -128,18 +157,19 @@ def train_command(
     val_fraction: Annotated[float, typer.Option(help="Fraction of pairs held out for validation.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")
+    ] = False,
 ) -> None:
     """Train NPNet on an NPD (MSE to the golden noise, AdamW; each pair conditioned on its own prompt)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from noisesearch.core.sampler import CoreConfig
+    from noisesearch.io.outputs import check_output_file
     from noisesearch.models import load_model
     from noisesearch.npnet.collect import load_dataset
     from noisesearch.npnet.model import preset as make_preset
     from noisesearch.npnet.train import TrainConfig, prompt_embedding_table, train_npnet
-
-    from noisesearch.io.outputs import check_output_file
     from noisesearch.quiet import library_output
 
     try:
@@ -154,24 +184,51 @@ def train_command(
         fail(str(e))
         return
     console.print(f"{len(dataset)} pairs from {data}; NPNet preset {preset}")
-    with Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("train", total=None, loss=float("nan"))
 
         def progress(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, loss=loss)
 
         try:
-            summary = train_npnet(dataset, text, net_config, out_path, config, progress=progress,
-                                  metadata={"data": str(data), "model": model})
+            summary = train_npnet(
+                dataset,
+                text,
+                net_config,
+                out_path,
+                config,
+                progress=progress,
+                metadata={"data": str(data), "model": model},
+            )
         except ValueError as e:
             fail(str(e))
             return
         except KeyboardInterrupt:
-            saved = f"the best checkpoint so far is in {out_path}" if out_path.exists() else "no epoch had finished: nothing was written"
+            saved = (
+                f"the best checkpoint so far is in {out_path}"
+                if out_path.exists()
+                else "no epoch had finished: nothing was written"
+            )
             console.print(f"interrupted: {saved}")
-            raise typer.Exit(code=130)
-    console.print(json.dumps({"out": str(summary.path), "train_pairs": summary.train_pairs, "val_pairs": summary.val_pairs,
-                              "best_epoch": summary.best_epoch, "best_val_loss": round(summary.best_val_loss, 5),
-                              "identity_val_loss": round(summary.identity_val_loss, 5), "seconds": summary.seconds}))
+            raise typer.Exit(code=130) from None
+    console.print(
+        json.dumps(
+            {
+                "out": str(summary.path),
+                "train_pairs": summary.train_pairs,
+                "val_pairs": summary.val_pairs,
+                "best_epoch": summary.best_epoch,
+                "best_val_loss": round(summary.best_val_loss, 5),
+                "identity_val_loss": round(summary.identity_val_loss, 5),
+                "seconds": summary.seconds,
+            }
+        )
+    )

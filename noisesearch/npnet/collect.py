@@ -169,9 +169,11 @@ def collect(
         texts = [prompts[i] for i in prompt_ids]
         noise = sample_core.initial_noise(seeds)
         golden = re_denoise(high, low, noise, texts, seeds)
-        images = sample_core.decode(sample_core.run(sample_core.start(torch.cat([noise, golden]), texts * 2, seeds * 2)).x)
+        images = sample_core.decode(
+            sample_core.run(sample_core.start(torch.cat([noise, golden]), texts * 2, seeds * 2)).x
+        )
         scores = _score(verifier, images, texts * 2)
-        s_noise, s_golden = scores[: len(seeds)], scores[len(seeds):]
+        s_noise, s_golden = scores[: len(seeds)], scores[len(seeds) :]
         finite = torch.isfinite(golden.flatten(1)).all(1).cpu() & torch.isfinite(s_noise) & torch.isfinite(s_golden)
         keep = finite & (s_golden - s_noise > config.margin)
         idx = keep.nonzero().flatten()
@@ -187,16 +189,25 @@ def collect(
         tmp = out / SHARDS_DIR / f".{name}.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(out / SHARDS_DIR / name)
-        append_row(manifest, {"shard": shard, "file": f"{SHARDS_DIR}/{name}", "units": hi - lo, "kept": int(idx.numel()),
-                              "win_rate": round(float(keep.float().mean()), 4)})
+        append_row(
+            manifest,
+            {
+                "shard": shard,
+                "file": f"{SHARDS_DIR}/{name}",
+                "units": hi - lo,
+                "kept": int(idx.numel()),
+                "win_rate": round(float(keep.float().mean()), 4),
+            },
+        )
         computed += 1
         tried += hi - lo
         kept_total += int(idx.numel())
         done.add(shard)
         if on_shard is not None:
             on_shard(len(done), total, int(idx.numel()))
-    return CollectSummary(out, total, len(done), computed, tried, kept_total, meter.acc.nfe,
-                          round(time.perf_counter() - start_time, 2))
+    return CollectSummary(
+        out, total, len(done), computed, tried, kept_total, meter.acc.nfe, round(time.perf_counter() - start_time, 2)
+    )
 
 
 @dataclass
@@ -218,13 +229,17 @@ def load_dataset(out_dir: str | Path) -> NoisePromptDataset:
     """Reads every shard listed in the manifest (a shard file without a manifest line is ignored)."""
     out = Path(out_dir)
     if not (out / SETTINGS_FILE).is_file():
-        raise FileNotFoundError(f"{out} is not an NPD folder (no {SETTINGS_FILE}); make one with `noisesearch npnet collect`")
+        raise FileNotFoundError(
+            f"{out} is not an NPD folder (no {SETTINGS_FILE}); make one with `noisesearch npnet collect`"
+        )
     try:
         settings = json.loads((out / SETTINGS_FILE).read_bytes().decode("utf-8"))
         if not isinstance(settings, dict) or not isinstance(settings.get("prompts"), list):
             raise ValueError("expected an object with a 'prompts' list")
     except (OSError, ValueError, RecursionError) as e:  # JSON and UTF-8 errors are ValueErrors
-        raise ValueError(f"{out / SETTINGS_FILE} is not an NPD settings file ({e}); collect again into a new folder") from None
+        raise ValueError(
+            f"{out / SETTINGS_FILE} is not an NPD settings file ({e}); collect again into a new folder"
+        ) from None
     rows = read_jsonl(out / MANIFEST_FILE, required_key="shard") if (out / MANIFEST_FILE).exists() else []
     parts = []
     for r in sorted(rows, key=lambda r: str(r["shard"])):

@@ -55,7 +55,15 @@ class NPNetConfig:
         tile = math.isqrt(self.latent_channels)
         if tile * tile != self.latent_channels:
             raise ValueError(f"latent_channels must be a square number (4, 16, ...), got {self.latent_channels}")
-        for name in ("latent_size", "text_tokens", "text_dim", "svd_hidden", "svd_head_hidden", "svd_heads", "backbone_size"):
+        for name in (
+            "latent_size",
+            "text_tokens",
+            "text_dim",
+            "svd_hidden",
+            "svd_head_hidden",
+            "svd_heads",
+            "backbone_size",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.matrix_size % self.svd_heads:
@@ -99,8 +107,15 @@ PRESETS: dict[str, NPNetConfig] = {
         svd_head_hidden=256,
         svd_heads=4,
         backbone_size=32,
-        backbone_kwargs={"img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 32,
-                         "depths": [2, 2], "num_heads": [2, 4], "num_classes": 0},
+        backbone_kwargs={
+            "img_size": 32,
+            "patch_size": 2,
+            "window_size": 4,
+            "embed_dim": 32,
+            "depths": [2, 2],
+            "num_heads": [2, 4],
+            "num_classes": 0,
+        },
     ),
 }
 
@@ -123,7 +138,9 @@ class SVDBranch(nn.Module):
         self.mlp2 = nn.Sequential(nn.Linear(n, h), nn.ReLU(inplace=True), nn.Linear(h, n))  # on Vᵀ (rows of Vh)
         self.mlp3 = nn.Sequential(nn.Linear(n, n))  # on the singular values
         self.attention = Attention(n, num_heads=config.svd_heads)
-        self.mlp4 = nn.Sequential(nn.Linear(n, config.svd_head_hidden), nn.ReLU(inplace=True), nn.Linear(config.svd_head_hidden, n))
+        self.mlp4 = nn.Sequential(
+            nn.Linear(n, config.svd_head_hidden), nn.ReLU(inplace=True), nn.Linear(config.svd_head_hidden, n)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
@@ -176,7 +193,11 @@ class NPNet(nn.Module):
         want = (cfg.latent_channels, cfg.latent_size, cfg.latent_size)
         if noise.ndim != 4 or tuple(noise.shape[1:]) != want:
             raise ValueError(f"NPNet expects noise of shape [B, {', '.join(map(str, want))}], got {tuple(noise.shape)}")
-        if text.ndim != 3 or tuple(text.shape[1:]) != (cfg.text_tokens, cfg.text_dim) or text.shape[0] != noise.shape[0]:
+        if (
+            text.ndim != 3
+            or tuple(text.shape[1:]) != (cfg.text_tokens, cfg.text_dim)
+            or text.shape[0] != noise.shape[0]
+        ):
             raise ValueError(
                 f"NPNet expects prompt embeddings of shape [{noise.shape[0]}, {cfg.text_tokens}, {cfg.text_dim}], "
                 f"got {tuple(text.shape)}; was it trained for another model?"
@@ -188,9 +209,7 @@ class NPNet(nn.Module):
         noise = noise.float()
         e = self.text_embedding(noise, text.float().flatten(1))
         return (
-            self.unet_svd(noise)
-            + (2 * torch.sigmoid(self.alpha) - 1) * e
-            + self.beta * self.unet_embedding(noise + e)
+            self.unet_svd(noise) + (2 * torch.sigmoid(self.alpha) - 1) * e + self.beta * self.unet_embedding(noise + e)
         )
 
     @torch.no_grad()

@@ -73,15 +73,15 @@ def validation_mask(data: NoisePromptDataset, fraction: float) -> torch.Tensor:
 def prompt_embedding_table(adapter: ModelAdapter, prompts: list[str], core_config: CoreConfig) -> torch.Tensor:
     """Positive prompt embeddings [P, tokens, dim] of the diffusion model, each prompt encoded once."""
     core = DenoisingCore(adapter, core_config)
-    return torch.cat([core.text_embeddings(prompts[i:i + 256]).float().cpu() for i in range(0, len(prompts), 256)])
+    return torch.cat([core.text_embeddings(prompts[i : i + 256]).float().cpu() for i in range(0, len(prompts), 256)])
 
 
 def _mse(net: NPNet, noise: torch.Tensor, golden: torch.Tensor, text: torch.Tensor, batch: int) -> float:
     total, n = 0.0, 0
     with torch.no_grad():
         for i in range(0, noise.shape[0], batch):
-            pred = net(noise[i:i + batch], text[i:i + batch])
-            total += float(F.mse_loss(pred, golden[i:i + batch], reduction="sum"))
+            pred = net(noise[i : i + batch], text[i : i + batch])
+            total += float(F.mse_loss(pred, golden[i : i + batch], reduction="sum"))
             n += pred.numel()
     return total / max(n, 1)
 
@@ -117,7 +117,7 @@ def train_npnet(
         order = train_idx[torch.randperm(len(train_idx), generator=gen)]
         running = 0.0
         for i in range(0, len(order), config.batch_size):
-            b = order[i:i + config.batch_size]
+            b = order[i : i + config.batch_size]
             loss = F.mse_loss(net(data.noise[b], text[b]), data.golden[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,12 +128,27 @@ def train_npnet(
                 progress(step, total_steps, float(loss.detach()))
         net.eval()
         train_loss = running / len(order)
-        val_loss = _mse(net, data.noise[val_idx], data.golden[val_idx], text[val_idx], 256) if len(val_idx) else train_loss
+        val_loss = (
+            _mse(net, data.noise[val_idx], data.golden[val_idx], text[val_idx], 256) if len(val_idx) else train_loss
+        )
         history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val_loss, 6)})
         if val_loss < best:
             best, best_epoch = val_loss, epoch
-            meta = {"epoch": str(epoch), "val_loss": f"{val_loss:.6f}", "identity_val_loss": f"{identity:.6f}",
-                    "train_config": json.dumps(asdict(config)), **{k: str(v) for k, v in (metadata or {}).items()}}
+            meta = {
+                "epoch": str(epoch),
+                "val_loss": f"{val_loss:.6f}",
+                "identity_val_loss": f"{identity:.6f}",
+                "train_config": json.dumps(asdict(config)),
+                **{k: str(v) for k, v in (metadata or {}).items()},
+            }
             save_npnet(net, out_path, metadata=meta)
-    return TrainSummary(Path(out_path), len(train_idx), len(val_idx), best_epoch, best, identity, history,
-                        round(time.perf_counter() - start, 1))
+    return TrainSummary(
+        Path(out_path),
+        len(train_idx),
+        len(val_idx),
+        best_epoch,
+        best,
+        identity,
+        history,
+        round(time.perf_counter() - start, 1),
+    )

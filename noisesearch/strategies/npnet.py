@@ -25,7 +25,9 @@ class NPNetSearch(RandomSearch):
 
     name: ClassVar[str] = "npnet"
 
-    checkpoint: str = ""  # NPNet file (.safetensors or official .pth); "": the model's shipped NPNet (CLI: --npnet-checkpoint)
+    checkpoint: str = (
+        ""  # NPNet file (.safetensors or official .pth); "": the model's shipped NPNet (CLI: --npnet-checkpoint)
+    )
 
     def run(self, ctx: SearchContext) -> None:
         if ctx.prior is None:

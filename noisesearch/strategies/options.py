@@ -9,12 +9,13 @@ the chosen strategy accepts.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from noisesearch.strategies.base import _STRATEGIES
 
@@ -115,7 +116,9 @@ def load_strategy_file(strategy: str, path: Path) -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(section) - fields)
     if unknown:
-        raise ValueError(f"strategy {strategy!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"strategy {strategy!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(fields))}"
+        )
     return {k: _convert(cls, k, v) for k, v in section.items()}
 
 

@@ -94,7 +94,9 @@ class PathsSearch:
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 <= self.sigma < 1.0:
-            raise ValueError(f"sigma must be a level in [0, 1) (fraction of the schedule still to go), got {self.sigma!r}")
+            raise ValueError(
+                f"sigma must be a level in [0, 1) (fraction of the schedule still to go), got {self.sigma!r}"
+            )
         if not 0.0 < self.delta_f <= 1.0:
             raise ValueError(f"delta_f must be in (0, 1], got {self.delta_f!r}")
         if not self.delta_b > self.delta_f:
@@ -178,6 +180,8 @@ class PathsSearch:
             keep = torch.sort(scores, descending=True, stable=True).indices[:paths]
             traj = branches.select(keep)
             best = float(scores[keep[0]])
-            ctx.log_round(rnd, len(branches), f"paths={paths}: iteration {it}, steps {fwd}->{back}, best preview {best:.4g}")
+            ctx.log_round(
+                rnd, len(branches), f"paths={paths}: iteration {it}, steps {fwd}->{back}, best preview {best:.4g}"
+            )
             rnd += 1
         raise AssertionError("a plan always ends on the clean step")  # pragma: no cover

@@ -138,8 +138,11 @@ class PruneSearch:
             order = torch.sort(scores, descending=True, stable=True).indices[:kept]
             traj = traj.select(order)
             look_score = scores[order]
-            ctx.log_round(rnd, len(scores), f"screen at step {step}: kept {kept} of {len(scores)}, "
-                          f"best lookahead {float(look_score[0]):.4g}")
+            ctx.log_round(
+                rnd,
+                len(scores),
+                f"screen at step {step}: kept {kept} of {len(scores)}, best lookahead {float(look_score[0]):.4g}",
+            )
         # 4. finish the survivors (their cached evaluation at the screen step is not paid again)
         rnd = len(plan.screens)
         info = [{"role": "survivor", "lookahead": float(s) if math.isfinite(s) else None} for s in look_score.tolist()]

@@ -70,8 +70,9 @@ class SelfConsistency:
         a, b = f(early).float(), f(final).float()
         return F.cosine_similarity(a, b.to(a.device), dim=1, eps=1e-8).cpu()
 
-    def finish(self, ctx: SearchContext, trajectory: Trajectory, round: int = 0,
-               info: Sequence[dict[str, Any]] | None = None) -> torch.Tensor:
+    def finish(
+        self, ctx: SearchContext, trajectory: Trajectory, round: int = 0, info: Sequence[dict[str, Any]] | None = None
+    ) -> torch.Tensor:
         """Samples ``trajectory`` (at a step before the preview step) to the end through ``ctx``,
         records the candidates with ``info["self_consistency"]`` and returns that score [B]."""
         step = self.preview_step(ctx.steps)

@@ -142,7 +142,9 @@ class SMCSearch:
     resampler: str = "multinomial"  # "multinomial" (FK) | "systematic" (lower variance)
     churn: float = 0.5  # γ, fraction of the noise refreshed in extra copies after resampling (0: exact copies)
     standardize: bool = True  # z-score the rewards across particles at each scored step (False: FK's raw rewards)
-    lookahead: int = 0  # J > 0: score a J-jump DDIM lookahead (J + 1 NFEs per particle and scored step) instead of the free preview
+    lookahead: int = (
+        0  # J > 0: score a J-jump DDIM lookahead (J + 1 NFEs per particle and scored step) instead of the free preview
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.particles, int) or self.particles < 0:
@@ -156,7 +158,9 @@ class SMCSearch:
         if not 0.0 <= self.ess_threshold <= 1.0:
             raise ValueError(f"ess_threshold must be in [0, 1], got {self.ess_threshold!r}")
         if not 0.0 <= self.start <= self.end <= 1.0:
-            raise ValueError(f"need 0 <= start <= end <= 1 (fractions of the schedule), got {self.start!r}, {self.end!r}")
+            raise ValueError(
+                f"need 0 <= start <= end <= 1 (fractions of the schedule), got {self.start!r}, {self.end!r}"
+            )
         if self.resampler not in RESAMPLERS:
             raise ValueError(f"unknown resampler {self.resampler!r}; choose one of: {', '.join(RESAMPLERS)}")
         if not 0.0 <= self.churn <= 1.0:
@@ -179,8 +183,10 @@ class SMCSearch:
         if self.lookahead:
             from noisesearch.core.sampler import DenoisingCore
 
-            looks = sum(1 + len(DenoisingCore.lookahead_steps(t, num_steps, self.lookahead))
-                        for t in self.scored_steps(num_steps))
+            looks = sum(
+                1 + len(DenoisingCore.lookahead_steps(t, num_steps, self.lookahead))
+                for t in self.scored_steps(num_steps)
+            )
         return num_steps + looks
 
     def run(self, ctx: SearchContext) -> None:
@@ -236,8 +242,15 @@ class SMCSearch:
         ctx.finish(traj, round=rnd, info=info)
         ctx.log_round(rnd, k, f"{k} particles finished, {resamples} resampling events")
 
-    def _churned(self, traj: Trajectory, idx: torch.Tensor, step: int, schedule: Schedule,
-                 shape: Sequence[int], device: torch.device) -> Trajectory:
+    def _churned(
+        self,
+        traj: Trajectory,
+        idx: torch.Tensor,
+        step: int,
+        schedule: Schedule,
+        shape: Sequence[int],
+        device: torch.device,
+    ) -> Trajectory:
         """Refreshes a fraction γ of the noise of every copy after the first of each ancestor."""
         first: set[int] = set()
         extra = []

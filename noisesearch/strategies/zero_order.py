@@ -73,9 +73,13 @@ class ZeroOrderSearch:
     }
 
     neighbors: int = 2  # N, neighbours per round (paper: 2 for text-to-image, 2 or 4 on ImageNet)
-    cosine: float = 0.8  # λ, cosine similarity of a neighbour to the pivot (community implementation: 0.95; paper gives none)
+    cosine: float = (
+        0.8  # λ, cosine similarity of a neighbour to the pivot (community implementation: 0.95; paper gives none)
+    )
     restart: bool = True  # reject a round nothing wins and draw a fresh base noise (community implementation)
-    fresh: int = 1  # new base noises sampled in every round beside the neighbours, competing for the pivot (community: 0)
+    fresh: int = (
+        1  # new base noises sampled in every round beside the neighbours, competing for the pivot (community: 0)
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.neighbors, int) or self.neighbors < 1:

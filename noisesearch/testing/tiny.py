@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_tokenizer_dir(max_length: int = 16) -> str:
     """A character-level CLIP BPE vocabulary (no merges) written to a temporary folder."""
     chars = list(_bytes_to_unicode().values())
@@ -168,7 +168,7 @@ def tiny_sdxl_pipeline(seed: int = 0, sample_size: int = 8) -> Any:
 _TINY_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tiny_t5_pieces() -> tuple[tuple[str, float], ...]:
     # SentencePiece-style Unigram pieces: specials, word-initial ("▁x") and inner characters
     specials = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]

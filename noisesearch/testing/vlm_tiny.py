@@ -61,8 +61,9 @@ _IDEFICS3_TEMPLATE = (
 )
 
 
-def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2,
-                          max_pixels: int = 112 * 112) -> Path:
+def build_tiny_qwen2_5_vl(
+    folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2, max_pixels: int = 112 * 112
+) -> Path:
     """Writes a random-weight Qwen2.5-VL (``layers`` vision and text layers of ``width``, 4 heads)
     with its processor; images are sized to at most ``max_pixels`` pixels, as the real processor's
     ``max_pixels`` does (real: width 2048/3584, 36/28 text and 32 vision layers)."""
@@ -76,29 +77,60 @@ def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0, width: int =
         Qwen2VLVideoProcessor,
     )
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                "<|image_pad|>", "<|video_pad|>"]
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
     raw, specials = _tokenizer(specials)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<|endoftext|>",
-                                        eos_token="<|im_end|>", additional_special_tokens=specials[1:])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=specials[1:],
+    )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
     half = width // 4 // 2  # rotary pairs per head; mrope splits them over (time, height, width)
     section = [half - 2 * (half // 4), half // 4, half // 4]
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 8192,
+            "vocab_size": len(tokenizer),
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
             "rope_parameters": {"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
-            "bos_token_id": None, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
-            "depth": layers, "hidden_size": width, "intermediate_size": 2 * width, "num_heads": 4, "out_hidden_size": width,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+            "depth": layers,
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_heads": 4,
+            "out_hidden_size": width,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
             "fullatt_block_indexes": [layers - 1],
         },
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False, bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
@@ -106,16 +138,21 @@ def build_tiny_qwen2_5_vl(folder: str | os.PathLike, seed: int = 0, width: int =
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max_pixels)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=Qwen2VLVideoProcessor(), chat_template=_QWEN_TEMPLATE)
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(),
+        chat_template=_QWEN_TEMPLATE,
+    )
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
 
-def build_tiny_idefics3(folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2,
-                        tile: int = 28) -> Path:
+def build_tiny_idefics3(
+    folder: str | os.PathLike, seed: int = 0, width: int = 32, layers: int = 2, tile: int = 28
+) -> Path:
     """Writes a random-weight Idefics3 (the SmolVLM architecture; Llama text model) with its processor.
 
     Images are resized to a longest edge of ``2 * tile`` and split into ``tile``-pixel tiles plus a
@@ -130,32 +167,64 @@ def build_tiny_idefics3(folder: str | os.PathLike, seed: int = 0, width: int = 3
     )
 
     row_col = [f"<row_{r}_col_{c}>" for r in range(1, 4) for c in range(1, 4)]
-    specials = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
-                "<global-img>", *row_col, "User", "Assistant", "User:", "Assistant:"]
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<end_of_utterance>",
+        "<fake_token_around_image>",
+        "<image>",
+        "<global-img>",
+        *row_col,
+        "User",
+        "Assistant",
+        "User:",
+        "Assistant:",
+    ]
     raw, specials = _tokenizer(specials)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<|endoftext|>",
-                                        eos_token="<end_of_utterance>", additional_special_tokens=specials[1:])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<end_of_utterance>",
+        additional_special_tokens=specials[1:],
+    )
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     config = Idefics3Config(
         text_config={
-            "model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": width, "intermediate_size": 2 * width,
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
             "num_hidden_layers": layers,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": layers,
-                           "num_attention_heads": 4, "image_size": tile, "patch_size": 14},
-        scale_factor=2, image_token_id=image_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vision_config={
+            "hidden_size": width,
+            "intermediate_size": 2 * width,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "image_size": tile,
+            "patch_size": 14,
+        },
+        scale_factor=2,
+        image_token_id=image_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(40.0)
-    image_processor = Idefics3ImageProcessor(size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
-                                             do_image_splitting=True)
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile}, do_image_splitting=True
+    )
     seq_len = (tile // 14) ** 2 // 4  # image tokens per tile after the 2x2 pixel shuffle
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
-                                  chat_template=_IDEFICS3_TEMPLATE)
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len, chat_template=_IDEFICS3_TEMPLATE
+    )
     folder = Path(folder)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

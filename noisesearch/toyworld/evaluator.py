@@ -163,7 +163,6 @@ def _shape_of(cov: np.ndarray, region: np.ndarray, area: float, cx: float, cy: f
     return best
 
 
-
 @lru_cache(maxsize=256)
 def _blur_rows(n: int, scale: float) -> np.ndarray:
     """Gaussian blur matrices [S, n, n], one per BLUR_SIGMAS (zero padding outside the window)."""

@@ -37,10 +37,11 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
+from noisesearch.io.usertext import quote
 from noisesearch.toyworld.scenes import (
     BORDER,
     COLORS,
@@ -50,7 +51,6 @@ from noisesearch.toyworld.scenes import (
     Obj,
     Scene,
 )
-from noisesearch.io.usertext import quote
 
 #: spatial relations; ``objects[0] <relation> objects[1]``
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
@@ -75,7 +75,10 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
 
 #: relation -> (axis, sign): "a <relation> b" holds by ``sign * (b[axis] - a[axis])`` (x right, y down)
 RELATION_AXES: dict[str, tuple[int, float]] = {
-    "left of": (0, 1.0), "right of": (0, -1.0), "above": (1, 1.0), "below": (1, -1.0),
+    "left of": (0, 1.0),
+    "right of": (0, -1.0),
+    "above": (1, 1.0),
+    "below": (1, -1.0),
 }
 #: a relation holds when the centroids differ by more than this along its axis (fraction of image)
 RELATION_MARGIN: float = 0.05
@@ -231,7 +234,9 @@ def parse(prompt: str) -> PromptSpec:
         relation = link
     second = noun_phrase()
     if second.count != 1:
-        raise ValueError(f"cannot parse prompt {quote(prompt)}: the second object must be single ('a ...'), not a count")
+        raise ValueError(
+            f"cannot parse prompt {quote(prompt)}: the second object must be single ('a ...'), not a count"
+        )
     if pos != len(words):
         raise _parse_error(words[pos], pos, ["<end of prompt>"], prompt)
     category = "color_binding" if relation is None else "spatial"
@@ -250,7 +255,7 @@ def _all_pairs() -> list[tuple[str, str]]:
     return [(c, s) for c in COLORS for s in SHAPES]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _all_specs(category: str) -> tuple[PromptSpec, ...]:
     """Every spec of one category, in a fixed order."""
     pairs = _all_pairs()
@@ -261,12 +266,10 @@ def _all_specs(category: str) -> tuple[PromptSpec, ...]:
     two = [(a, b) for a, b in itertools.product(pairs, pairs) if a[0] != b[0] and a[1] != b[1]]
     if category == "color_binding":
         return tuple(PromptSpec("color_binding", (ObjectSpec(*a), ObjectSpec(*b))) for a, b in two)
-    return tuple(
-        PromptSpec("spatial", (ObjectSpec(*a), ObjectSpec(*b)), r) for a, b in two for r in RELATIONS
-    )
+    return tuple(PromptSpec("spatial", (ObjectSpec(*a), ObjectSpec(*b)), r) for a, b in two for r in RELATIONS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _specs_for(category: str, split: str) -> tuple[PromptSpec, ...]:
     specs = _all_specs(category)
     if split == "train":

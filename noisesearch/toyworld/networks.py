@@ -60,6 +60,8 @@ class ToyImageInput(nn.Module):
         if images.shape[-2:] != (s, s):
             images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         return (images - self.mean) / self.std
+
+
 SPECIALS: tuple[str, ...] = (PAD, UNK, SOT, EOT)
 
 
@@ -148,8 +150,14 @@ def build_toyclip(cfg: ToyCLIPConfig) -> nn.Module:
     )
     model = open_clip.CLIP(embed_dim=cfg.embed_dim, vision_cfg=vision, text_cfg=text)
     open_clip.model.set_model_preprocess_cfg(
-        model, {"size": cfg.image_size, "mean": TOY_MEAN, "std": TOY_STD, "interpolation": "bicubic",
-                "resize_mode": "shortest"}
+        model,
+        {
+            "size": cfg.image_size,
+            "mean": TOY_MEAN,
+            "std": TOY_STD,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
     )
     return model
 
@@ -189,8 +197,9 @@ class _CrossBlock(nn.Module):
         """Keys and values of the image tokens [N, 64, 2W]: computed once per image, not per pair."""
         return self.kv(image_tokens)
 
-    def forward(self, t: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor,
-                coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, t: torch.Tensor, kv: torch.Tensor, pad: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """t: [P, L, W] text states; kv: [P, 64, 2W] per-pair image keys/values; pad: [P, L] bool;
         coords: [64, 2] cell centres. Returns new states and, per word, where its cross-attention
         looked: the attention-weighted mean cell position, averaged over heads [P, L, 2]."""
@@ -227,10 +236,18 @@ class ToyRelationNet(nn.Module):
             raise ValueError(f"the last CNN channel count ({c3}) must equal width ({cfg.width})")
         g = lambda c: nn.GroupNorm(8, c)  # noqa: E731
         self.cnn = nn.Sequential(
-            nn.Conv2d(3, c1, 3, padding=1), g(c1), nn.GELU(),
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), g(c2), nn.GELU(),  # 16×16
-            nn.Conv2d(c2, c2, 3, padding=1), g(c2), nn.GELU(),
-            nn.Conv2d(c2, c3, 3, stride=2, padding=1), g(c3), nn.GELU(),  # 8×8
+            nn.Conv2d(3, c1, 3, padding=1),
+            g(c1),
+            nn.GELU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            g(c2),
+            nn.GELU(),  # 16×16
+            nn.Conv2d(c2, c2, 3, padding=1),
+            g(c2),
+            nn.GELU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1),
+            g(c3),
+            nn.GELU(),  # 8×8
             nn.Conv2d(c3, c3, 1),
         )
         grid = cfg.image_size // 4
@@ -238,8 +255,13 @@ class ToyRelationNet(nn.Module):
         self.col = nn.Parameter(torch.randn(grid, cfg.width) * 0.02)
         self.image_encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(
-                cfg.width, cfg.heads, cfg.mlp_ratio * cfg.width, dropout=0.0, activation="gelu",
-                batch_first=True, norm_first=True,
+                cfg.width,
+                cfg.heads,
+                cfg.mlp_ratio * cfg.width,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             ),
             cfg.image_layers,
             enable_nested_tensor=False,
@@ -266,8 +288,13 @@ class ToyRelationNet(nn.Module):
         x = x.flatten(2).transpose(1, 2) + pos.flatten(0, 1)  # [N, 64, W]
         return self.image_ln(self.image_encoder(x))
 
-    def pair_logits(self, image_tokens: torch.Tensor, tokens: torch.Tensor, image_index: torch.Tensor,
-                    centroids: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def pair_logits(
+        self,
+        image_tokens: torch.Tensor,
+        tokens: torch.Tensor,
+        image_index: torch.Tensor,
+        centroids: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Logits [P] of pairs (image ``image_index[p]``, caption ``tokens[p]``); image keys and
         values are computed once per image and gathered per pair. If ``centroids`` is a list, each
         block's per-word attention centroids [P, L, 2] (x, y in [-1, 1]) are appended to it."""
@@ -339,8 +366,13 @@ class ToyDetectNet(nn.Module):
         self.heads = nn.Conv2d(w2, 1 + 2 + len(SHAPE_NAMES), 1)
         c = cfg.color_width
         self.color = nn.Sequential(  # receptive field 4×4 pixels: colour, never shape
-            nn.Conv2d(3, c, 1), nn.GELU(), nn.Conv2d(c, c, 2, stride=2), nn.GELU(),
-            nn.Conv2d(c, c, 1), nn.GELU(), nn.Conv2d(c, 1 + len(COLOR_NAMES), 1),
+            nn.Conv2d(3, c, 1),
+            nn.GELU(),
+            nn.Conv2d(c, c, 2, stride=2),
+            nn.GELU(),
+            nn.Conv2d(c, c, 1),
+            nn.GELU(),
+            nn.Conv2d(c, 1 + len(COLOR_NAMES), 1),
         )
         with torch.no_grad():  # CenterNet's prior: few cells are centres
             assert self.heads.bias is not None
@@ -363,8 +395,15 @@ class ToyDetectNet(nn.Module):
         }
 
 
-def save_verifier(path: str | Path, kind: str, model: nn.Module, config: Any, tokenizer: WordTokenizer | None,
-                  extra: dict | None = None, dtype: torch.dtype = torch.float16) -> None:
+def save_verifier(
+    path: str | Path,
+    kind: str,
+    model: nn.Module,
+    config: Any,
+    tokenizer: WordTokenizer | None,
+    extra: dict | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> None:
     """Writes weights (stored as ``dtype``, fp16 by default to halve the shipped size; loaded back as
     fp32) with the config, vocabulary (if the verifier reads words) and ``extra`` in the safetensors
     metadata."""

@@ -62,8 +62,8 @@ from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.clip import CLIPScoreVerifier
 from noisesearch.verifiers.transforms import check_images
 
-
 # --- toydetect: detections and the symbolic score ---------------------------------------------
+
 
 @dataclass
 class Detections:
@@ -135,12 +135,17 @@ def satisfaction_log_prob(det: Detections, spec: PromptSpec, cfg: ToyDetectConfi
         assert spec.relation is not None
         a, b = is_t[..., 0], is_t[..., 1]  # [N, K]
         K = a.shape[1]
-        rel = torch.sigmoid((_relation_value(spec.relation, det.xy[:, :, None], det.xy[:, None, :])
-                             - cfg.relation_margin) / cfg.relation_temperature)  # [N, i, j]: i is A, j is B
+        rel = torch.sigmoid(
+            (_relation_value(spec.relation, det.xy[:, :, None], det.xy[:, None, :]) - cfg.relation_margin)
+            / cfg.relation_temperature
+        )  # [N, i, j]: i is A, j is B
         eye = torch.eye(K, dtype=torch.bool, device=a.device)
         # every other detection absent: prod over k of absent_k, with k = i and k = j left out
-        others = torch.where((eye[:, None, :] | eye[None, :, :])[None], torch.ones_like(absent)[:, None, None, :],
-                             absent[:, None, None, :]).prod(-1)  # [N, i, j]
+        others = torch.where(
+            (eye[:, None, :] | eye[None, :, :])[None],
+            torch.ones_like(absent)[:, None, None, :],
+            absent[:, None, None, :],
+        ).prod(-1)  # [N, i, j]
         pair = a[:, :, None] * b[:, None, :] * rel * others
         prob = pair.masked_fill(eye[None], 0.0).sum((1, 2))
     else:
@@ -207,6 +212,7 @@ class ToyDetectVerifier:
 
 # --- loading and registration ---------------------------------------------------------------------
 
+
 class ToyRelationVerifier:
     """Scores with :class:`~noisesearch.toyworld.networks.ToyRelationNet`: the match logit."""
 
@@ -258,7 +264,9 @@ def toyrelation_factory(device: str | torch.device = "cpu", path: str | None = N
     return load_toy_verifier("toyrelation", device, path)
 
 
-@register_verifier("toydetect", "toyworld: log P(prompt holds) from a learned object detector (GenEval-style; grammar prompts only)")
+@register_verifier(
+    "toydetect", "toyworld: log P(prompt holds) from a learned object detector (GenEval-style; grammar prompts only)"
+)
 def toydetect_factory(device: str | torch.device = "cpu", path: str | None = None):
     """Option ``path``: another weights file written by ``train_verifiers``."""
     return load_toy_verifier("toydetect", device, path)

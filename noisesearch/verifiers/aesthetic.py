@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from noisesearch.io.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.io.paths import user_path
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import AESTHETIC, AESTHETIC_TRL
-from noisesearch.io.checkpoints import find_file, load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
 from noisesearch.verifiers.transforms import check_images, check_preprocess
 
@@ -38,9 +38,12 @@ class PreferenceMLP(nn.Module):
     def __init__(self, input_size: int = 768) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(input_size, 1024), nn.Dropout(0.2),
-            nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1),
+            nn.Linear(input_size, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
             nn.Linear(64, 16),
             nn.Linear(16, 1),
         )
@@ -66,8 +69,8 @@ class AestheticVerifier:
         """images [B, 3, H, W] in [0, 1], B prompts (unused) -> predicted rating [B] (1-10 scale)."""
         check_images(images, list(prompts))
         emb = self.clip.encode_images(images)  # [B, 768], unit norm
-        w = self.head.layers[0].weight
-        return self.head(emb.to(device=w.device, dtype=w.dtype)).squeeze(-1).float()
+        param = next(self.head.parameters())
+        return self.head(emb.to(device=param.device, dtype=param.dtype)).squeeze(-1).float()
 
 
 def _head_file(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None) -> Path:
@@ -118,7 +121,11 @@ def load_aesthetic(
     load_strict(head, sd, file)
     is_tag = isinstance(clip_pretrained, str) and bool(open_clip.get_pretrained_cfg(clip_model, clip_pretrained))
     clip = CLIPScoreVerifier.from_open_clip(
-        clip_model, clip_pretrained, device, cache_dir=cache_dir, name="aesthetic-clip",
+        clip_model,
+        clip_pretrained,
+        device,
+        cache_dir=cache_dir,
+        name="aesthetic-clip",
         # a tag says itself whether it needs QuickGELU; a file is OpenAI's CLIP, which does
         quick_gelu=None if is_tag or clip_pretrained is None else True,
         preprocess=preprocess,
@@ -135,8 +142,11 @@ def load_aesthetic(
     return AestheticVerifier(clip, head)
 
 
-@register_verifier("aesthetic", "LAION aesthetic predictor v2 (Schuhmann 2022): MLP on CLIP ViT-L/14 embeddings",
-                   validate=validate_preprocess)
+@register_verifier(
+    "aesthetic",
+    "LAION aesthetic predictor v2 (Schuhmann 2022): MLP on CLIP ViT-L/14 embeddings",
+    validate=validate_preprocess,
+)
 def aesthetic_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -148,5 +158,12 @@ def aesthetic_factory(
 ) -> AestheticVerifier:
     """Options: ``path`` (head .pth or its folder), ``clip_model``, ``clip_pretrained`` (tag, or a file of
     OpenAI's weights), ``cache_dir`` (HF cache), ``dtype``, ``preprocess`` ("float" or "official")."""
-    return load_aesthetic(path, device, clip_model=clip_model, clip_pretrained=clip_pretrained,
-                          cache_dir=cache_dir, dtype=dtype, preprocess=preprocess)
+    return load_aesthetic(
+        path,
+        device,
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        cache_dir=cache_dir,
+        dtype=dtype,
+        preprocess=preprocess,
+    )

@@ -22,8 +22,11 @@ class Verifier(Protocol):
 
     #: name shown in reports and tables
     name: str
-    #: True when ``score`` is differentiable with respect to ``images``
-    differentiable: bool
+
+    @property
+    def differentiable(self) -> bool:
+        """True when ``score`` is differentiable with respect to ``images``."""
+        ...
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images: [B, 3, H, W] float in [0, 1]; prompts: B strings. Returns scores [B]."""

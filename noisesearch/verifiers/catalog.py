@@ -30,27 +30,40 @@ IMAGEREWARD = HubFile(
 )
 #: optional: BLIP's text-encoder config; the loader falls back to its known values
 IMAGEREWARD_MED_CONFIG = HubFile(
-    "med_config.json", ("THUDM/ImageReward",), "NOISESEARCH_IMAGEREWARD_MED_CONFIG", option="med_config",
+    "med_config.json",
+    ("THUDM/ImageReward",),
+    "NOISESEARCH_IMAGEREWARD_MED_CONFIG",
+    option="med_config",
     legacy_dirs=("~/.cache/ImageReward",),
 )
 BERT_TOKENIZER = HubFolder(
-    ("google-bert/bert-base-uncased", "bert-base-uncased"), ("vocab.txt",), "NOISESEARCH_BERT_TOKENIZER_PATH",
+    ("google-bert/bert-base-uncased", "bert-base-uncased"),
+    ("vocab.txt",),
+    "NOISESEARCH_BERT_TOKENIZER_PATH",
     option="tokenizer",
 )
 
 # --- PickScore (Kirstain et al. 2023) ---------------------------------------------------------------
 PICKSCORE = HubFolder(
-    ("yuvalkirstain/PickScore_v1",), ("config.json",), "NOISESEARCH_PICKSCORE_PATH", option="path",
+    ("yuvalkirstain/PickScore_v1",),
+    ("config.json",),
+    "NOISESEARCH_PICKSCORE_PATH",
+    option="path",
     any_of=("model.safetensors", "pytorch_model.bin"),
 )
 PICKSCORE_PROCESSOR = HubFolder(
-    ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K",), ("preprocessor_config.json",),
-    "NOISESEARCH_PICKSCORE_PROCESSOR_PATH", option="processor", any_of=("tokenizer.json", "vocab.json"),
+    ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K",),
+    ("preprocessor_config.json",),
+    "NOISESEARCH_PICKSCORE_PROCESSOR_PATH",
+    option="processor",
+    any_of=("tokenizer.json", "vocab.json"),
 )
 
 # --- LAION aesthetic predictor v2 (Schuhmann 2022) --------------------------------------------------
 AESTHETIC = HubFile(
-    "sac+logos+ava1-l14-linearMSE.pth", (), "NOISESEARCH_AESTHETIC_PATH",
+    "sac+logos+ava1-l14-linearMSE.pth",
+    (),
+    "NOISESEARCH_AESTHETIC_PATH",
     # ImageReward's load_score("Aesthetic") downloads the same file there
     legacy_dirs=("~/.cache/ImageReward",),
     source_url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth",
@@ -59,20 +72,31 @@ AESTHETIC = HubFile(
 AESTHETIC_TRL = HubFile("aesthetic-model.pth", ("trl-lib/ddpo-aesthetic-predictor",), "NOISESEARCH_AESTHETIC_PATH")
 #: OpenAI CLIP ViT-L/14 as open_clip reads it (tag "openai"), the aesthetic predictor's CLIP
 CLIP_VIT_L14_OPENAI = HubFolder(
-    ("timm/vit_large_patch14_clip_224.openai",), (), "", option="clip_pretrained",
+    ("timm/vit_large_patch14_clip_224.openai",),
+    (),
+    "",
+    option="clip_pretrained",
     any_of=("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
 )
 
 # --- CLIPScore (Hessel et al. 2021) ------------------------------------------------------------------
 #: the same weights as CLIPScore's default model (ViT-L-14/openai), taken by its ``pretrained`` option
 CLIPSCORE_DEFAULT = HubFolder(
-    CLIP_VIT_L14_OPENAI.hub_ids, (), "", option="pretrained", any_of=CLIP_VIT_L14_OPENAI.any_of,
+    CLIP_VIT_L14_OPENAI.hub_ids,
+    (),
+    "",
+    option="pretrained",
+    any_of=CLIP_VIT_L14_OPENAI.any_of,
 )
 
 # --- vision-language judges: VQAScore (Lin et al. 2024), the LLM grader (Ma et al. 2025) -----------
 _VLM_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
-QWEN25_VL_3B = HubFolder(("Qwen/Qwen2.5-VL-3B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
-QWEN25_VL_7B = HubFolder(("Qwen/Qwen2.5-VL-7B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS)
+QWEN25_VL_3B = HubFolder(
+    ("Qwen/Qwen2.5-VL-3B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS
+)
+QWEN25_VL_7B = HubFolder(
+    ("Qwen/Qwen2.5-VL-7B-Instruct",), ("config.json",), "NOISESEARCH_VLM_PATH", option="model", any_of=_VLM_WEIGHTS
+)
 #: the judge used when no model= option is given: the first of these found offline
 VLM_DEFAULTS = (QWEN25_VL_3B, QWEN25_VL_7B)
 
@@ -96,26 +120,63 @@ class VerifierEntry:
 
 
 CATALOG: tuple[VerifierEntry, ...] = (
-    VerifierEntry("clipscore", "CLIPScore: 2.5·max(cos, 0) on open_clip ViT-L-14/openai (other models: options "
-                  "model=, pretrained=)", "Hessel et al. 2021, arXiv:2104.08718", "noisesearch.verifiers.clip",
-                  ((CLIPSCORE_DEFAULT,),)),
-    VerifierEntry("hpsv2", "HPSv2: cosine of an open_clip ViT-H-14 fine-tuned on human preferences",
-                  "Wu et al. 2023, arXiv:2306.09341", "noisesearch.verifiers.hps", ((HPSV2,),)),
-    VerifierEntry("hpsv2.1", "HPSv2.1: HPSv2 retrained on more data (same architecture)",
-                  "Wu et al. 2023, arXiv:2306.09341", "noisesearch.verifiers.hps", ((HPSV21,),)),
-    VerifierEntry("imagereward", "ImageReward: BLIP ViT-L + BERT cross-attention + MLP reward head",
-                  "Xu et al. 2023, arXiv:2304.05977", "noisesearch.verifiers.imagereward",
-                  ((IMAGEREWARD,), (BERT_TOKENIZER,)), optional=(IMAGEREWARD_MED_CONFIG,)),
-    VerifierEntry("pickscore", "PickScore: CLIP-H fine-tuned on Pick-a-Pic, logit_scale·cosine",
-                  "Kirstain et al. 2023, arXiv:2305.01569", "noisesearch.verifiers.pickscore",
-                  ((PICKSCORE,), (PICKSCORE_PROCESSOR,))),
-    VerifierEntry("aesthetic", "LAION aesthetic predictor v2: MLP on CLIP ViT-L/14 image embeddings",
-                  "Schuhmann 2022, github.com/christophschuhmann/improved-aesthetic-predictor",
-                  "noisesearch.verifiers.aesthetic", ((AESTHETIC, AESTHETIC_TRL), (CLIP_VIT_L14_OPENAI,))),
-    VerifierEntry("vqascore", "VQAScore: log P(yes) of a vision-language model asked if the image shows the prompt",
-                  "Lin et al. 2024, arXiv:2404.01291", "noisesearch.verifiers.vlm", (VLM_DEFAULTS,)),
-    VerifierEntry("vlm-grader", "LLM-grader rubric (5 aspects, 0-10) as expected values over a VLM's number tokens",
-                  "Ma et al. 2025, arXiv:2501.09732", "noisesearch.verifiers.vlm", (VLM_DEFAULTS,)),
+    VerifierEntry(
+        "clipscore",
+        "CLIPScore: 2.5·max(cos, 0) on open_clip ViT-L-14/openai (other models: options model=, pretrained=)",
+        "Hessel et al. 2021, arXiv:2104.08718",
+        "noisesearch.verifiers.clip",
+        ((CLIPSCORE_DEFAULT,),),
+    ),
+    VerifierEntry(
+        "hpsv2",
+        "HPSv2: cosine of an open_clip ViT-H-14 fine-tuned on human preferences",
+        "Wu et al. 2023, arXiv:2306.09341",
+        "noisesearch.verifiers.hps",
+        ((HPSV2,),),
+    ),
+    VerifierEntry(
+        "hpsv2.1",
+        "HPSv2.1: HPSv2 retrained on more data (same architecture)",
+        "Wu et al. 2023, arXiv:2306.09341",
+        "noisesearch.verifiers.hps",
+        ((HPSV21,),),
+    ),
+    VerifierEntry(
+        "imagereward",
+        "ImageReward: BLIP ViT-L + BERT cross-attention + MLP reward head",
+        "Xu et al. 2023, arXiv:2304.05977",
+        "noisesearch.verifiers.imagereward",
+        ((IMAGEREWARD,), (BERT_TOKENIZER,)),
+        optional=(IMAGEREWARD_MED_CONFIG,),
+    ),
+    VerifierEntry(
+        "pickscore",
+        "PickScore: CLIP-H fine-tuned on Pick-a-Pic, logit_scale·cosine",
+        "Kirstain et al. 2023, arXiv:2305.01569",
+        "noisesearch.verifiers.pickscore",
+        ((PICKSCORE,), (PICKSCORE_PROCESSOR,)),
+    ),
+    VerifierEntry(
+        "aesthetic",
+        "LAION aesthetic predictor v2: MLP on CLIP ViT-L/14 image embeddings",
+        "Schuhmann 2022, github.com/christophschuhmann/improved-aesthetic-predictor",
+        "noisesearch.verifiers.aesthetic",
+        ((AESTHETIC, AESTHETIC_TRL), (CLIP_VIT_L14_OPENAI,)),
+    ),
+    VerifierEntry(
+        "vqascore",
+        "VQAScore: log P(yes) of a vision-language model asked if the image shows the prompt",
+        "Lin et al. 2024, arXiv:2404.01291",
+        "noisesearch.verifiers.vlm",
+        (VLM_DEFAULTS,),
+    ),
+    VerifierEntry(
+        "vlm-grader",
+        "LLM-grader rubric (5 aspects, 0-10) as expected values over a VLM's number tokens",
+        "Ma et al. 2025, arXiv:2501.09732",
+        "noisesearch.verifiers.vlm",
+        (VLM_DEFAULTS,),
+    ),
 )
 
 

@@ -20,13 +20,14 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from noisesearch.io.checkpoints import mismatch_error, unreadable_error
 from noisesearch.io.paths import user_path
 from noisesearch.verifiers.base import register_verifier
-from noisesearch.io.checkpoints import mismatch_error, unreadable_error
 from noisesearch.verifiers.transforms import check_preprocess, pil_resize_center_crop, resize_center_crop
 
 # open_clip's default file names inside a hub repo (open_clip.constants)
@@ -53,7 +54,7 @@ class CLIPScoreVerifier:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,  # an open_clip CLIP, or any module with encode_image / encode_text
         tokenizer: Tokenizer,
         image_size: int | tuple[int, int],
         mean: Sequence[float],
@@ -253,7 +254,9 @@ def _resolve_checkpoint(
             names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
         for fname in names:
             try:
-                found = hf_hub_download(repo, fname, cache_dir=cache_dir, local_files_only=True)
+                found = hf_hub_download(
+                    repo, fname, cache_dir=None if cache_dir is None else os.fspath(cache_dir), local_files_only=True
+                )
                 return Path(found), tag_cfg
             except Exception:
                 tried.append(fname)
@@ -340,7 +343,8 @@ def _validate_clipscore(preprocess: str = "float", quick_gelu: object = None, **
 
 
 @register_verifier(
-    "clipscore", "CLIPScore, 2.5·max(cos, 0), on an open_clip model (default ViT-L-14/openai)",
+    "clipscore",
+    "CLIPScore, 2.5·max(cos, 0), on an open_clip model (default ViT-L-14/openai)",
     validate=_validate_clipscore,
 )
 def clipscore_factory(
@@ -355,5 +359,12 @@ def clipscore_factory(
     """Options: ``model`` (open_clip architecture), ``pretrained`` (tag or local file), ``w``, ``cache_dir``,
     ``quick_gelu`` (True for a file of OpenAI weights; default: as the tag says), ``preprocess``
     ("float" or "official")."""
-    return CLIPScoreVerifier.from_open_clip(model, pretrained, device, w=w, cache_dir=cache_dir,
-                                            quick_gelu=optional_bool(quick_gelu, "quick_gelu"), preprocess=preprocess)
+    return CLIPScoreVerifier.from_open_clip(
+        model,
+        pretrained,
+        device,
+        w=w,
+        cache_dir=cache_dir,
+        quick_gelu=optional_bool(quick_gelu, "quick_gelu"),
+        preprocess=preprocess,
+    )

@@ -42,8 +42,13 @@ class _Ensemble:
 
     differentiable: bool = False
 
-    def __init__(self, verifiers: Sequence[Verifier], kind: str, name: str | None = None,
-                 reference: Sequence[torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        verifiers: Sequence[Verifier],
+        kind: str,
+        name: str | None = None,
+        reference: Sequence[torch.Tensor] | None = None,
+    ) -> None:
         if len(verifiers) < 1:
             raise ValueError("an ensemble needs at least one verifier")
         self.verifiers = [as_verifier(v) for v in verifiers]
@@ -78,7 +83,9 @@ class _Ensemble:
     def set_reference(self, reference: Sequence[torch.Tensor]) -> None:
         """Fixes the comparison set: one 1-D tensor of reference scores per member verifier."""
         if len(reference) != len(self.verifiers):
-            raise ValueError(f"need one reference score tensor per verifier ({len(self.verifiers)}), got {len(reference)}")
+            raise ValueError(
+                f"need one reference score tensor per verifier ({len(self.verifiers)}), got {len(reference)}"
+            )
         refs = [torch.as_tensor(r, dtype=torch.float32).detach().cpu().reshape(-1) for r in reference]
         if any(r.numel() < 2 or not torch.isfinite(r).all() for r in refs):
             raise ValueError("each reference needs at least 2 finite scores")
@@ -97,8 +104,9 @@ class RankEnsemble(_Ensemble):
 
     differentiable = False  # ranks are piecewise constant
 
-    def __init__(self, verifiers: Sequence[Verifier], name: str | None = None,
-                 reference: Sequence[torch.Tensor] | None = None) -> None:
+    def __init__(
+        self, verifiers: Sequence[Verifier], name: str | None = None, reference: Sequence[torch.Tensor] | None = None
+    ) -> None:
         super().__init__(verifiers, "rank", name, reference)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
@@ -124,8 +132,13 @@ class RankEnsemble(_Ensemble):
 class ZScoreEnsemble(_Ensemble):
     """Weighted sum over verifiers of z-scores against the comparison set."""
 
-    def __init__(self, verifiers: Sequence[Verifier], weights: Sequence[float] | None = None, name: str | None = None,
-                 reference: Sequence[torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        verifiers: Sequence[Verifier],
+        weights: Sequence[float] | None = None,
+        name: str | None = None,
+        reference: Sequence[torch.Tensor] | None = None,
+    ) -> None:
         super().__init__(verifiers, "zscore", name, reference)
         w = [1.0 / len(self.verifiers)] * len(self.verifiers) if weights is None else [float(x) for x in weights]
         if len(w) != len(self.verifiers):
@@ -156,7 +169,9 @@ class ZScoreEnsemble(_Ensemble):
         return total
 
 
-def member_specs(verifiers: str | VerifierSpec | Sequence[Any], owner: str = "ensemble") -> list[VerifierSpec | Verifier]:
+def member_specs(
+    verifiers: str | VerifierSpec | Sequence[Any], owner: str = "ensemble"
+) -> list[VerifierSpec | Verifier]:
     """An ensemble's members as specs (built verifiers pass through): ``'a,b'``, a spec, or a list
     of names, spec strings, specs, tables ``{name = ...}`` or verifiers. Raises ``ValueError``."""
     example = f"{owner}(verifiers=[toyclip,toyrelation])"
@@ -203,19 +218,25 @@ def _validate_weights(weights: Any, members: int, owner: str) -> None:
     if weights is None:
         return
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
-        raise ValueError(f"{owner} option weights takes a list of numbers, one per member, e.g. weights=[1,2]; got {weights!r}")
+        raise ValueError(
+            f"{owner} option weights takes a list of numbers, one per member, e.g. weights=[1,2]; got {weights!r}"
+        )
     if len(weights) != members:
         raise ValueError(
             f"{owner} has {members} member verifier(s) but {len(weights)} weight(s); give one weight per member"
         )
-    if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights) or not any(
-        w > 0 for w in weights
-    ):
+    if not all(
+        isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w >= 0 for w in weights
+    ) or not any(w > 0 for w in weights):
         raise ValueError(f"{owner} weights must be numbers >= 0, not all zero; got {list(weights)}")
 
 
-def make_ensemble(kind: str, verifiers: Sequence[str | VerifierSpec | Verifier] | str, weights: Sequence[float] | None = None,
-                  device: str | torch.device = "cpu") -> RankEnsemble | ZScoreEnsemble:
+def make_ensemble(
+    kind: str,
+    verifiers: Sequence[str | VerifierSpec | Verifier] | str,
+    weights: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> RankEnsemble | ZScoreEnsemble:
     """Builds a ``"rank"`` or ``"zscore"`` ensemble from registered verifiers, specs or built verifiers.
 
     ``verifiers`` may be a comma-separated string, e.g. ``"toyclip,toyrelation"`` or
@@ -241,7 +262,8 @@ def _validate_zscore(verifiers: str | Sequence[Any] = "", weights: Sequence[floa
 
 
 @register_verifier(
-    "rank-ensemble", "mean rank under several verifiers (Ma et al. 2025): rank-ensemble(verifiers=[a,b])",
+    "rank-ensemble",
+    "mean rank under several verifiers (Ma et al. 2025): rank-ensemble(verifiers=[a,b])",
     validate=_validate_rank,
 )
 def _rank_factory(device: str | torch.device = "cpu", verifiers: str | Sequence[str | VerifierSpec] = "") -> Verifier:
@@ -249,9 +271,13 @@ def _rank_factory(device: str | torch.device = "cpu", verifiers: str | Sequence[
 
 
 @register_verifier(
-    "zscore-ensemble", "weighted z-score of several verifiers: zscore-ensemble(verifiers=[a,b], weights=[1,2])",
+    "zscore-ensemble",
+    "weighted z-score of several verifiers: zscore-ensemble(verifiers=[a,b], weights=[1,2])",
     validate=_validate_zscore,
 )
-def _zscore_factory(device: str | torch.device = "cpu", verifiers: str | Sequence[str | VerifierSpec] = "",
-                    weights: Sequence[float] | None = None) -> Verifier:
+def _zscore_factory(
+    device: str | torch.device = "cpu",
+    verifiers: str | Sequence[str | VerifierSpec] = "",
+    weights: Sequence[float] | None = None,
+) -> Verifier:
     return make_ensemble("zscore", verifiers, weights, device=device)

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import torch
 
+from noisesearch.io.checkpoints import load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import HPSV2, HPSV21
-from noisesearch.io.checkpoints import load_strict, load_weights, parse_dtype, resolve_file
 from noisesearch.verifiers.clip import CLIPScoreVerifier, Tokenizer, quiet_random_init, validate_preprocess
 from noisesearch.verifiers.transforms import (
     CLIP_MEAN,
@@ -44,11 +44,16 @@ class HPSVerifier(CLIPScoreVerifier):
     formula. Differentiable with respect to the images."""
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: Tokenizer, image_size: int = 224, name: str = "hpsv2",
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        image_size: int = 224,
+        name: str = "hpsv2",
         preprocess_mode: str = "float",
     ) -> None:
-        super().__init__(model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, w=1.0, name=name,
-                         preprocess_mode=preprocess_mode)
+        super().__init__(
+            model, tokenizer, image_size, CLIP_MEAN, CLIP_STD, w=1.0, name=name, preprocess_mode=preprocess_mode
+        )
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [0, 1] -> [B, 3, 224, 224]: longest side to 224 (overshoot kept), black
@@ -110,8 +115,9 @@ def build_architecture(model: str = "ViT-H-14", device: str = "cpu") -> torch.nn
     import open_clip
 
     with quiet_random_init(), torch.device(device):
-        return open_clip.create_model(model, pretrained=None, device=device, pretrained_image=False,
-                                      pretrained_text=False)
+        return open_clip.create_model(
+            model, pretrained=None, device=device, pretrained_image=False, pretrained_text=False
+        )
 
 
 @functools.lru_cache(maxsize=4)
@@ -122,8 +128,11 @@ def _tokenizer(model: str) -> Tokenizer:
     return open_clip.get_tokenizer(model)
 
 
-@register_verifier("hpsv2", "HPSv2 (Wu et al. 2023): preference-tuned ViT-H-14 cosine; xswu/HPSv2 HPS_v2_compressed.pt",
-                   validate=validate_preprocess)
+@register_verifier(
+    "hpsv2",
+    "HPSv2 (Wu et al. 2023): preference-tuned ViT-H-14 cosine; xswu/HPSv2 HPS_v2_compressed.pt",
+    validate=validate_preprocess,
+)
 def hpsv2_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -136,8 +145,11 @@ def hpsv2_factory(
     return load_hps("v2.0", path, device, model=model, cache_dir=cache_dir, dtype=dtype, preprocess=preprocess)
 
 
-@register_verifier("hpsv2.1", "HPSv2.1 (Wu et al. 2023): HPSv2 retrained; xswu/HPSv2 HPS_v2.1_compressed.pt",
-                   validate=validate_preprocess)
+@register_verifier(
+    "hpsv2.1",
+    "HPSv2.1 (Wu et al. 2023): HPSv2 retrained; xswu/HPSv2 HPS_v2.1_compressed.pt",
+    validate=validate_preprocess,
+)
 def hpsv21_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,

@@ -28,14 +28,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from noisesearch.verifiers.aesthetic import PreferenceMLP
-from noisesearch.verifiers.base import register_verifier
-from noisesearch.verifiers.catalog import BERT_TOKENIZER, IMAGEREWARD, IMAGEREWARD_MED_CONFIG
 from noisesearch.io.checkpoints import (
     find_file,
     load_strict,
@@ -44,6 +42,9 @@ from noisesearch.io.checkpoints import (
     resolve_file,
     resolve_folder,
 )
+from noisesearch.verifiers.aesthetic import PreferenceMLP
+from noisesearch.verifiers.base import register_verifier
+from noisesearch.verifiers.catalog import BERT_TOKENIZER, IMAGEREWARD, IMAGEREWARD_MED_CONFIG
 from noisesearch.verifiers.clip import validate_preprocess
 from noisesearch.verifiers.transforms import (
     CLIP_MEAN,
@@ -196,7 +197,9 @@ class BlipTextEncoder(nn.Module):
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg, encoder_width)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor
+    ) -> torch.Tensor:
         """input_ids, attention_mask [B, L]; image_tokens [B, N, W] -> text states [B, L, hidden]."""
         x = self.embeddings(input_ids)
         # BERT's additive padding mask: 0 where attended, -10000 at padding
@@ -211,8 +214,15 @@ def _blip_vit(cfg: BlipVisionConfig) -> nn.Module:
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(
-        img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.width, depth=cfg.layers,
-        num_heads=cfg.heads, mlp_ratio=4.0, qkv_bias=True, num_classes=0, global_pool="",
+        img_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.width,
+        depth=cfg.layers,
+        num_heads=cfg.heads,
+        mlp_ratio=4.0,
+        qkv_bias=True,
+        num_classes=0,
+        global_pool="",
     )
 
 
@@ -222,7 +232,7 @@ class ImageRewardModel(nn.Module):
     def __init__(self, vision: BlipVisionConfig = BlipVisionConfig(), text: BlipTextConfig = BlipTextConfig()) -> None:
         super().__init__()
         self.vision_config, self.text_config = vision, text
-        self.blip = nn.Module()
+        self.blip: Any = nn.Module()  # named like the official BLIP so checkpoint keys match
         self.blip.visual_encoder = _blip_vit(vision)
         self.blip.text_encoder = BlipTextEncoder(text, encoder_width=vision.width)
         self.mlp = PreferenceMLP(text.hidden_size)  # the aesthetic predictor's head, on BLIP features
@@ -239,7 +249,11 @@ class ImageRewardVerifier:
     unless ``preprocess_mode="official"`` (the reference's 8-bit Pillow resize)."""
 
     def __init__(
-        self, model: ImageRewardModel, tokenizer, max_length: int = MAX_LENGTH, name: str = "imagereward",
+        self,
+        model: ImageRewardModel,
+        tokenizer,
+        max_length: int = MAX_LENGTH,
+        name: str = "imagereward",
         preprocess_mode: str = "float",
     ) -> None:
         self.model = model
@@ -257,8 +271,9 @@ class ImageRewardVerifier:
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """B prompts -> (input_ids, attention_mask) [B, 35], as the reference ``score``."""
-        t = self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length,
-                           return_tensors="pt")
+        t = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return t["input_ids"], t["attention_mask"]
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
@@ -328,8 +343,11 @@ def load_imagereward(
     return ImageRewardVerifier(model, tok, preprocess_mode=preprocess)
 
 
-@register_verifier("imagereward", "ImageReward (Xu et al. 2023): BLIP reward model; THUDM/ImageReward ImageReward.pt",
-                   validate=validate_preprocess)
+@register_verifier(
+    "imagereward",
+    "ImageReward (Xu et al. 2023): BLIP reward model; THUDM/ImageReward ImageReward.pt",
+    validate=validate_preprocess,
+)
 def imagereward_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -341,5 +359,12 @@ def imagereward_factory(
 ) -> ImageRewardVerifier:
     """Options: ``path`` (ImageReward.pt or its folder), ``tokenizer`` (bert-base-uncased folder),
     ``med_config``, ``cache_dir`` (HF cache), ``dtype``, ``preprocess`` ("float" or "official")."""
-    return load_imagereward(path, device, tokenizer=tokenizer, med_config=med_config, cache_dir=cache_dir,
-                            dtype=dtype, preprocess=preprocess)
+    return load_imagereward(
+        path,
+        device,
+        tokenizer=tokenizer,
+        med_config=med_config,
+        cache_dir=cache_dir,
+        dtype=dtype,
+        preprocess=preprocess,
+    )

@@ -21,13 +21,14 @@ import os
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
+from noisesearch.io.checkpoints import parse_dtype, resolve_folder, unreadable_error
 from noisesearch.verifiers.base import register_verifier
 from noisesearch.verifiers.catalog import PICKSCORE, PICKSCORE_PROCESSOR
-from noisesearch.io.checkpoints import parse_dtype, resolve_folder, unreadable_error
 from noisesearch.verifiers.clip import CLIPScoreVerifier, validate_preprocess
 from noisesearch.verifiers.transforms import check_images, check_preprocess
 
@@ -39,7 +40,7 @@ class CLIPTowers(nn.Module):
     """``encode_image`` / ``encode_text`` (projected, unnormalised) over a transformers ``CLIPModel``,
     the interface :class:`~noisesearch.verifiers.clip.CLIPScoreVerifier` expects."""
 
-    def __init__(self, clip: nn.Module) -> None:
+    def __init__(self, clip: Any) -> None:  # a transformers CLIPModel
         super().__init__()
         self.clip = clip
 
@@ -113,15 +114,29 @@ def load_pickscore(
 
     def tokenizer(prompts: list[str]) -> torch.Tensor:
         max_length = min(77, clip.config.text_config.max_position_embeddings)
-        return hf_tok(prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt").input_ids
+        return hf_tok(
+            prompts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+        ).input_ids
 
     size, mean, std = _processor_settings(proc_dir)
-    return PickScoreVerifier(CLIPTowers(clip), tokenizer, size, mean, std, w=1.0, name="pickscore",
-                             preprocess_mode=preprocess, crop="transformers")
+    return PickScoreVerifier(
+        CLIPTowers(clip),
+        tokenizer,
+        size,
+        mean,
+        std,
+        w=1.0,
+        name="pickscore",
+        preprocess_mode=preprocess,
+        crop="transformers",
+    )
 
 
-@register_verifier("pickscore", "PickScore (Kirstain et al. 2023): CLIP-H preference logit; yuvalkirstain/PickScore_v1",
-                   validate=validate_preprocess)
+@register_verifier(
+    "pickscore",
+    "PickScore (Kirstain et al. 2023): CLIP-H preference logit; yuvalkirstain/PickScore_v1",
+    validate=validate_preprocess,
+)
 def pickscore_factory(
     device: str | torch.device = "cpu",
     path: str | None = None,
@@ -133,4 +148,3 @@ def pickscore_factory(
     """Options: ``path`` (PickScore_v1 folder), ``processor`` (laion CLIP-H folder), ``cache_dir``, ``dtype``,
     ``preprocess`` ("float" or "official")."""
     return load_pickscore(path, device, processor=processor, cache_dir=cache_dir, dtype=dtype, preprocess=preprocess)
-

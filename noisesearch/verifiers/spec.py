@@ -137,7 +137,7 @@ class VerifierSpec:
         """A TOML/JSON table ``{name = "clipscore", model = "ViT-B-32"}``; nested tables are members."""
         if "name" not in table or not isinstance(table["name"], str):
             raise ValueError(
-                f"a verifier table needs a 'name' (e.g. {{name = \"clipscore\", model = \"ViT-B-32\"}}), got {dict(table)!r}"
+                f'a verifier table needs a \'name\' (e.g. {{name = "clipscore", model = "ViT-B-32"}}), got {dict(table)!r}'
             )
         return cls(table["name"], tuple((k, v) for k, v in table.items() if k != "name"))
 
@@ -227,7 +227,9 @@ class _Parser:
     def spec(self) -> VerifierSpec:
         name = self.match(_NAME)
         if name is None:
-            raise self.fail("a verifier name", "start with a registered name such as clipscore (see `noisesearch verifiers`)")
+            raise self.fail(
+                "a verifier name", "start with a registered name such as clipscore (see `noisesearch verifiers`)"
+            )
         return self.rest_of_spec(name)
 
     def rest_of_spec(self, name: str) -> VerifierSpec:
@@ -367,9 +369,11 @@ def _check_types(spec: VerifierSpec) -> None:
     for key, value in spec.options:
         if key not in hints or _accepts(hints[key], value) is not False:
             continue
-        fix = f"; quote it: {key}={format_value(str(value))}" if _accepts(hints[key], str(value)) and not isinstance(
-            value, tuple | VerifierSpec
-        ) else ""
+        fix = (
+            f"; quote it: {key}={format_value(str(value))}"
+            if _accepts(hints[key], str(value)) and not isinstance(value, tuple | VerifierSpec)
+            else ""
+        )
         raise ValueError(
             f"verifier {spec.name!r} option {key!r} takes {_describe(hints[key])}, got {format_value(value)}{fix}"
         )

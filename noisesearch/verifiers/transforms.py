@@ -75,7 +75,8 @@ def crop_offsets(h: int, w: int, size: int, rounding: str = "torchvision") -> tu
 def resize_center_crop(images: torch.Tensor, size: int, crop: str = "torchvision") -> torch.Tensor:
     """torchvision ``Resize(size, BICUBIC)`` then ``CenterCrop(size)`` on a float batch: the shorter
     side becomes ``size`` (see :func:`shortest_side_size`), then the centre square is kept."""
-    nh, nw = shortest_side_size(*images.shape[-2:], size)
+    h, w = images.shape[-2:]
+    nh, nw = shortest_side_size(h, w, size)
     x = _resize(images, (nh, nw))
     top, left = crop_offsets(nh, nw, size, crop)
     return x[..., top : top + size, left : left + size]

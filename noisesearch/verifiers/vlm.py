@@ -52,33 +52,52 @@ class Aspect:
     yesno_question: str
 
 
-ASPECTS: dict[str, Aspect] = {a.name: a for a in (
-    Aspect("accuracy_to_prompt",
-           "Rate its accuracy to the prompt: are all requested objects, attributes and the setting present and "
-           "correct? 0 means no alignment, 10 a perfect match.",
-           "Does the image match the prompt accurately, with every requested element present?"),
-    Aspect("creativity_and_originality",
-           "Rate its creativity and originality: is the interpretation imaginative and engaging beyond a literal "
-           "reading? 0 means no creativity, 10 highly creative and original.",
-           "Is the image a creative and original interpretation of the prompt?"),
-    Aspect("visual_quality_and_realism",
-           "Rate its visual quality and realism: detail, lighting, shading and perspective, well rendered even if "
-           "stylised. 0 means poor quality, 10 high quality and realistic.",
-           "Is the image of high visual quality, well rendered and detailed?"),
-    Aspect("consistency_and_cohesion",
-           "Rate its internal consistency and cohesion: do perspective and objects fit together without visual "
-           "anomalies? 0 means inconsistent, 10 fully cohesive and consistent.",
-           "Is the image internally consistent, without visual anomalies?"),
-    Aspect("emotional_or_thematic_resonance",
-           "Rate its emotional or thematic resonance: does it evoke the mood or theme the prompt intends? 0 means "
-           "no resonance, 10 strong resonance with the prompt's theme.",
-           "Does the image convey the mood or theme the prompt intends?"),
-)}
+ASPECTS: dict[str, Aspect] = {
+    a.name: a
+    for a in (
+        Aspect(
+            "accuracy_to_prompt",
+            "Rate its accuracy to the prompt: are all requested objects, attributes and the setting present and "
+            "correct? 0 means no alignment, 10 a perfect match.",
+            "Does the image match the prompt accurately, with every requested element present?",
+        ),
+        Aspect(
+            "creativity_and_originality",
+            "Rate its creativity and originality: is the interpretation imaginative and engaging beyond a literal "
+            "reading? 0 means no creativity, 10 highly creative and original.",
+            "Is the image a creative and original interpretation of the prompt?",
+        ),
+        Aspect(
+            "visual_quality_and_realism",
+            "Rate its visual quality and realism: detail, lighting, shading and perspective, well rendered even if "
+            "stylised. 0 means poor quality, 10 high quality and realistic.",
+            "Is the image of high visual quality, well rendered and detailed?",
+        ),
+        Aspect(
+            "consistency_and_cohesion",
+            "Rate its internal consistency and cohesion: do perspective and objects fit together without visual "
+            "anomalies? 0 means inconsistent, 10 fully cohesive and consistent.",
+            "Is the image internally consistent, without visual anomalies?",
+        ),
+        Aspect(
+            "emotional_or_thematic_resonance",
+            "Rate its emotional or thematic resonance: does it evoke the mood or theme the prompt intends? 0 means "
+            "no resonance, 10 strong resonance with the prompt's theme.",
+            "Does the image convey the mood or theme the prompt intends?",
+        ),
+    )
+}
 #: short names accepted in the ``aspects`` option
-ASPECT_ALIASES = {"accuracy": "accuracy_to_prompt", "originality": "creativity_and_originality",
-                  "creativity": "creativity_and_originality", "quality": "visual_quality_and_realism",
-                  "visual_quality": "visual_quality_and_realism", "consistency": "consistency_and_cohesion",
-                  "resonance": "emotional_or_thematic_resonance", "emotion": "emotional_or_thematic_resonance"}
+ASPECT_ALIASES = {
+    "accuracy": "accuracy_to_prompt",
+    "originality": "creativity_and_originality",
+    "creativity": "creativity_and_originality",
+    "quality": "visual_quality_and_realism",
+    "visual_quality": "visual_quality_and_realism",
+    "consistency": "consistency_and_cohesion",
+    "resonance": "emotional_or_thematic_resonance",
+    "emotion": "emotional_or_thematic_resonance",
+}
 MODES = ("scale", "yesno")
 
 
@@ -94,8 +113,9 @@ def parse_aspects(aspects: str | Sequence[str] | None) -> tuple[str, ...]:
     for item in items:
         name = ASPECT_ALIASES.get(item, item)
         if name not in ASPECTS:
-            raise ValueError(f"unknown aspect {item!r}; choose from: {', '.join(ASPECTS)} "
-                             f"(or {', '.join(ASPECT_ALIASES)})")
+            raise ValueError(
+                f"unknown aspect {item!r}; choose from: {', '.join(ASPECTS)} (or {', '.join(ASPECT_ALIASES)})"
+            )
         if name in out:
             raise ValueError(f"aspect {name!r} is listed twice")
         out.append(name)
@@ -185,7 +205,9 @@ def _int_option(name: str, value: object, low: int) -> int:
 
 def _check_common(model: Any, dtype: Any, max_image_size: Any, max_prompt_tokens: Any, batch_size: Any) -> None:
     if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise ValueError(f"option model must be a checkpoint folder or a hub id like Qwen/Qwen2.5-VL-3B-Instruct, got {model!r}")
+        raise ValueError(
+            f"option model must be a checkpoint folder or a hub id like Qwen/Qwen2.5-VL-3B-Instruct, got {model!r}"
+        )
     if dtype != "auto":
         parse_dtype(dtype)  # raises with the choices
     _int_option("max_image_size", max_image_size, 0)
@@ -195,18 +217,31 @@ def _check_common(model: Any, dtype: Any, max_image_size: Any, max_prompt_tokens
     _int_option("batch_size", batch_size, 0)
 
 
-def validate_vqascore(model: str | None = None, question: str = VQASCORE_QUESTION, dtype: str = "auto",
-                      max_image_size: int = 448, max_prompt_tokens: int = 200, batch_size: int = 0,
-                      cache_dir: str | None = None) -> None:
+def validate_vqascore(
+    model: str | None = None,
+    question: str = VQASCORE_QUESTION,
+    dtype: str = "auto",
+    max_image_size: int = 448,
+    max_prompt_tokens: int = 200,
+    batch_size: int = 0,
+    cache_dir: str | None = None,
+) -> None:
     """Checks ``vqascore`` options without loading anything."""
     _check_common(model, dtype, max_image_size, max_prompt_tokens, batch_size)
     if not isinstance(question, str) or "{prompt}" not in question:
         raise ValueError(f"option question must contain {{prompt}} where the prompt goes, got {question!r}")
 
 
-def validate_grader(model: str | None = None, aspects: str | Sequence[str] | None = None, mode: str = "scale",
-                    dtype: str = "auto", max_image_size: int = 448, max_prompt_tokens: int = 200,
-                    batch_size: int = 0, cache_dir: str | None = None) -> None:
+def validate_grader(
+    model: str | None = None,
+    aspects: str | Sequence[str] | None = None,
+    mode: str = "scale",
+    dtype: str = "auto",
+    max_image_size: int = 448,
+    max_prompt_tokens: int = 200,
+    batch_size: int = 0,
+    cache_dir: str | None = None,
+) -> None:
     """Checks ``vlm-grader`` options without loading anything."""
     _check_common(model, dtype, max_image_size, max_prompt_tokens, batch_size)
     parse_aspects(aspects)
@@ -229,15 +264,16 @@ class _JudgeVerifier:
     def prompts(self, prompts: Sequence[str]) -> list[str]:
         return [truncate_prompt(p, self.judge.tokenizer, self.max_prompt_tokens) for p in prompts]
 
-    def logprobs(self, images: torch.Tensor, questions: list[str], per_image: int = 1,
-                 forced: Sequence[int] = ()) -> torch.Tensor:
+    def logprobs(
+        self, images: torch.Tensor, questions: list[str], per_image: int = 1, forced: Sequence[int] = ()
+    ) -> torch.Tensor:
         """[N, 1 + len(forced), V] for N = B·per_image rows (row r asks about image r // per_image): one
         forward over all rows, or chunks of ``batch_size`` images if set."""
         step = self.batch_size or images.shape[0]
         parts = []
         for i in range(0, images.shape[0], step):
-            chunk = images[i:i + step]
-            qs = questions[i * per_image:(i + chunk.shape[0]) * per_image]
+            chunk = images[i : i + step]
+            qs = questions[i * per_image : (i + chunk.shape[0]) * per_image]
             index = [r // per_image for r in range(len(qs))]
             parts.append(self.judge.answer_logprobs(chunk, qs, index, forced))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -246,8 +282,14 @@ class _JudgeVerifier:
 class VQAScoreVerifier(_JudgeVerifier):
     """VQAScore (Lin et al. 2024): log P(yes | image, question about the prompt), in (-inf, 0]."""
 
-    def __init__(self, judge: VLMJudge, question: str = VQASCORE_QUESTION, name: str = "vqascore",
-                 max_prompt_tokens: int = 200, batch_size: int = 0) -> None:
+    def __init__(
+        self,
+        judge: VLMJudge,
+        question: str = VQASCORE_QUESTION,
+        name: str = "vqascore",
+        max_prompt_tokens: int = 200,
+        batch_size: int = 0,
+    ) -> None:
         super().__init__(judge, name, max_prompt_tokens, batch_size)
         self.question = question
         self.yes_ids = yes_token_ids(judge.tokenizer)
@@ -267,8 +309,15 @@ class VLMGraderVerifier(_JudgeVerifier):
     """The LLM grader of Ma et al. 2025 from logits: mean over rubric aspects of the expected 0–10 score
     (``mode="scale"``) or of P(yes) (``mode="yesno"``)."""
 
-    def __init__(self, judge: VLMJudge, aspects: Sequence[str] | str | None = None, mode: str = "scale",
-                 name: str = "vlm-grader", max_prompt_tokens: int = 200, batch_size: int = 0) -> None:
+    def __init__(
+        self,
+        judge: VLMJudge,
+        aspects: Sequence[str] | str | None = None,
+        mode: str = "scale",
+        name: str = "vlm-grader",
+        max_prompt_tokens: int = 200,
+        batch_size: int = 0,
+    ) -> None:
         super().__init__(judge, name, max_prompt_tokens, batch_size)
         if mode not in MODES:
             raise ValueError(f"mode must be one of: {', '.join(MODES)}; got {mode!r}")
@@ -305,16 +354,21 @@ class VLMGraderVerifier(_JudgeVerifier):
 
 
 # --- registry ------------------------------------------------------------------------------------------
-def _judge(device: str | torch.device, model: str | None, dtype: str, max_image_size: int,
-           cache_dir: str | None) -> VLMJudge:
+def _judge(
+    device: str | torch.device, model: str | None, dtype: str, max_image_size: int, cache_dir: str | None
+) -> VLMJudge:
     from noisesearch.verifiers.catalog import VLM_DEFAULTS
 
     folder = resolve_model_folder(model, VLM_DEFAULTS, cache_dir)
     return load_judge(folder, device, dtype=dtype, max_image_size=int(max_image_size))
 
 
-@register_verifier("vqascore", "VQAScore (Lin et al. 2024): log P(yes) of a VLM asked if the image shows the prompt; "
-                               "default Qwen/Qwen2.5-VL-3B-Instruct", validate=validate_vqascore)
+@register_verifier(
+    "vqascore",
+    "VQAScore (Lin et al. 2024): log P(yes) of a VLM asked if the image shows the prompt; "
+    "default Qwen/Qwen2.5-VL-3B-Instruct",
+    validate=validate_vqascore,
+)
 def vqascore_factory(
     device: str | torch.device = "cpu",
     model: str | None = None,
@@ -333,8 +387,11 @@ def vqascore_factory(
     return VQAScoreVerifier(judge, question, max_prompt_tokens=int(max_prompt_tokens), batch_size=int(batch_size))
 
 
-@register_verifier("vlm-grader", "LLM-grader rubric of Ma et al. 2025 (5 aspects, 0-10) scored from VLM logits; "
-                                 "default Qwen/Qwen2.5-VL-3B-Instruct", validate=validate_grader)
+@register_verifier(
+    "vlm-grader",
+    "LLM-grader rubric of Ma et al. 2025 (5 aspects, 0-10) scored from VLM logits; default Qwen/Qwen2.5-VL-3B-Instruct",
+    validate=validate_grader,
+)
 def vlm_grader_factory(
     device: str | torch.device = "cpu",
     model: str | None = None,
@@ -352,4 +409,3 @@ def vlm_grader_factory(
     validate_grader(model, aspects, mode, dtype, max_image_size, max_prompt_tokens, batch_size, cache_dir)
     judge = _judge(device, model, dtype, int(max_image_size), cache_dir)
     return VLMGraderVerifier(judge, aspects, mode, max_prompt_tokens=int(max_prompt_tokens), batch_size=int(batch_size))
-

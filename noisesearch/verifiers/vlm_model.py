@@ -65,8 +65,9 @@ def resolve_model_folder(
                 return resolve_folder(spec, None, cache_dir)
             except FileNotFoundError as err:
                 errors.append(str(err))
-        raise FileNotFoundError(errors[0] if len(errors) == 1 else
-                                "no default judge checkpoint is available offline: " + " | ".join(errors))
+        raise FileNotFoundError(
+            errors[0] if len(errors) == 1 else "no default judge checkpoint is available offline: " + " | ".join(errors)
+        )
     text = str(model)
     p = user_path(text)
     if not (p.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1):
@@ -78,8 +79,10 @@ def resolve_model_folder(
         )
     missing = [f for f in VLM_REQUIRED if not (p / f).is_file()]
     if missing or not any((p / f).is_file() for f in VLM_WEIGHTS):
-        raise FileNotFoundError(f"folder {str(p)!r} (option model=) lacks {', '.join(missing) or 'the weights'}; "
-                                "expected a complete vision-language checkpoint (config, processor, weights)")
+        raise FileNotFoundError(
+            f"folder {str(p)!r} (option model=) lacks {', '.join(missing) or 'the weights'}; "
+            "expected a complete vision-language checkpoint (config, processor, weights)"
+        )
     return p
 
 
@@ -120,8 +123,11 @@ def qwen_pixel_values(images: torch.Tensor, image_processor: Any) -> tuple[torch
     p, m, t = int(ip.patch_size), int(ip.merge_size), int(ip.temporal_patch_size)
     b, c, h, w = images.shape
     rh, rw = smart_resize(h, w, p * m, int(ip.size["shortest_edge"]), int(ip.size["longest_edge"]))
-    x = images if (rh, rw) == (h, w) else F.interpolate(images, size=(rh, rw), mode="bicubic", antialias=True,
-                                                         align_corners=False)
+    x = (
+        images
+        if (rh, rw) == (h, w)
+        else F.interpolate(images, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False)
+    )
     mean = torch.tensor(ip.image_mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(ip.image_std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     x = (x - mean) / std
@@ -194,8 +200,13 @@ class VLMJudge:
         x = resize_longest(images.to(self.device, torch.float32), self.max_image_size)
         # 2. the shared part of the chat (template start, image tokens) with each image, once per image
         head, tail = self.template_parts()
-        enc = self.processor(text=[head] * x.shape[0], images=[[img] for img in x.detach()], padding=True,
-                             return_tensors="pt", do_rescale=False)
+        enc = self.processor(
+            text=[head] * x.shape[0],
+            images=[[img] for img in x.detach()],
+            padding=True,
+            return_tensors="pt",
+            do_rescale=False,
+        )
         head_ids, head_mask = enc.pop("input_ids"), enc.pop("attention_mask")
         enc.pop("mm_token_type_ids", None)
         if not bool(head_mask.all()):
@@ -205,7 +216,8 @@ class VLMJudge:
             # 3. pixels from the images through torch ops, so gradients reach the images
             pixels, grid = qwen_pixel_values(x, self.processor.image_processor)
             if tuple(pixels.shape) != tuple(vision["pixel_values"].shape) or not torch.equal(
-                    grid.to(self.device), vision["image_grid_thw"]):
+                grid.to(self.device), vision["image_grid_thw"]
+            ):
                 raise RuntimeError(
                     f"torch preprocessing gave pixel_values {tuple(pixels.shape)}, grid {grid.tolist()} but the "
                     f"processor gave {tuple(vision['pixel_values'].shape)}, {vision['image_grid_thw'].tolist()}"
@@ -223,8 +235,11 @@ class VLMJudge:
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        inputs = {"input_ids": input_ids, "attention_mask": mask,
-                  "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in index])}}
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=[features[i] for i in index])},
+        }
         if self.family == "qwen":
             # 6. Qwen's 3-D (mrope) positions are built by the model from the token types, the per-row image
             # grids and the attention mask, so left padding shifts nothing
@@ -247,8 +262,9 @@ class VLMJudge:
         question = "Does this figure show 'a red cube'? Please answer yes or no."
         shared = self.processor(text=[head], images=[[image]], return_tensors="pt", do_rescale=False)["input_ids"][0]
         row = shared.tolist() + self.tokenizer([question + tail], add_special_tokens=False)["input_ids"][0]
-        ref = self.processor(text=[self.chat(question)], images=[[image]], return_tensors="pt",
-                             do_rescale=False)["input_ids"][0].tolist()
+        ref = self.processor(text=[self.chat(question)], images=[[image]], return_tensors="pt", do_rescale=False)[
+            "input_ids"
+        ][0].tolist()
         if ref != row:
             raise ValueError(
                 f"{self.source}: tokenising the question apart from the image part of the chat changes its tokens; "
@@ -267,7 +283,9 @@ def load_judge(
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     device = torch.device(device)
-    torch_dtype = (torch.bfloat16 if device.type == "cuda" else torch.float32) if dtype == "auto" else parse_dtype(dtype)
+    torch_dtype = (
+        (torch.bfloat16 if device.type == "cuda" else torch.float32) if dtype == "auto" else parse_dtype(dtype)
+    )
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     try:
@@ -277,17 +295,23 @@ def load_judge(
     except pickle.UnpicklingError as err:  # a .bin with pickled code or objects: refused
         raise unreadable_error(folder, err) from err
     except ValueError as err:
-        raise ValueError(f"{folder}: model type {config.model_type!r} is not an image-text-to-text model that "
-                         f"transformers can load ({err}); pass a Qwen2.5-VL, SmolVLM or Idefics3 folder") from err
+        raise ValueError(
+            f"{folder}: model type {config.model_type!r} is not an image-text-to-text model that "
+            f"transformers can load ({err}); pass a Qwen2.5-VL, SmolVLM or Idefics3 folder"
+        ) from err
     missing = list(info.get("missing_keys", []))
     mismatched = [str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys", [])]
     if missing or mismatched:
-        raise ValueError(f"checkpoint {str(folder)!r} does not match its config: missing {missing[:5]}, "
-                         f"mis-shaped {mismatched[:5]}; pass a complete checkpoint folder")
+        raise ValueError(
+            f"checkpoint {str(folder)!r} does not match its config: missing {missing[:5]}, "
+            f"mis-shaped {mismatched[:5]}; pass a complete checkpoint folder"
+        )
     processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
     if not getattr(processor, "chat_template", None):
-        raise ValueError(f"{folder} has no chat template (chat_template.json or in the tokenizer config); "
-                         "the judge asks its questions through the model's own template")
+        raise ValueError(
+            f"{folder} has no chat template (chat_template.json or in the tokenizer config); "
+            "the judge asks its questions through the model's own template"
+        )
     processor.tokenizer.padding_side = "left"
     family = "qwen" if config.model_type in QWEN_TYPES else "generic"
     model = model.to(device).eval().requires_grad_(False)

@@ -26,8 +26,15 @@ def test_smoke_run_prints_every_part_in_order_and_a_complete_result(benchmark_sc
     assert "skipped" not in out
     assert lines[-1].startswith("RESULT ")
     fields = dict(kv.split("=") for kv in lines[-1].split()[1:])
-    assert set(fields) == {"speedup_sd15", "speedup_sdxl", "efficiency_sdxl", "peak_fraction_sdxl",
-                           "compile_gain_sdxl", "verifier_speedup_min", "correct"}
+    assert set(fields) == {
+        "speedup_sd15",
+        "speedup_sdxl",
+        "efficiency_sdxl",
+        "peak_fraction_sdxl",
+        "compile_gain_sdxl",
+        "verifier_speedup_min",
+        "correct",
+    }
     assert all(math.isfinite(float(v)) and float(v) >= 0 for v in fields.values()), fields
     assert result["correct"] == 1.0  # fp32 equal, bf16 within tolerance, compiled equal to eager
     assert "SIMULATED" in out  # the smoke run's memory figures are never passed off as measurements

@@ -7,19 +7,38 @@ import json
 
 def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
     bench = benchmark_script("scaling")
-    argv = ["--prompts", "2", "--budgets", "1,4", "--strategies", "random,zero-order", "--verifiers", "toyclip",
-            "--steps", "4", "--workers", "1", "--threads", "1", "--out", str(tmp_path)]
+    argv = [
+        "--prompts",
+        "2",
+        "--budgets",
+        "1,4",
+        "--strategies",
+        "random,zero-order",
+        "--verifiers",
+        "toyclip",
+        "--steps",
+        "4",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     bench.main(argv)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-1] == ("RESULT random4=na prune4=na random16=na prune16=na prune16_vs_random_pts=na "
-                         "prune16_vs_random_se=na prompts=0 verifier=toyclip")  # prune not run
+    assert lines[-1] == (
+        "RESULT random4=na prune4=na random16=na prune16=na prune16_vs_random_pts=na "
+        "prune16_vs_random_se=na prompts=0 verifier=toyclip"
+    )  # prune not run
 
     rows = [json.loads(line) for line in (tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()]
     # random: 2 prompts x 3 verifiers (all, from one run) x 2 multiples; zero-order: 2 prompts at 4x
     assert len(rows) == 14
     assert {(r["strategy"], r["verifier"], r["multiple"]) for r in rows} == {
         *(("random", v, m) for v in ("toyclip", "toyrelation", "toydetect") for m in (1, 4)),
-        ("zero-order", "toyclip", 4)}
+        ("zero-order", "toyclip", 4),
+    }
     assert len({r["prompt_index"] for r in rows}) == 2
     for r in rows:
         assert r["status"] == "ok" and r["steps"] == 4
@@ -44,8 +63,26 @@ def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
 
 def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, benchmark_script):
     bench = benchmark_script("scaling")
-    argv = ["--prompts", "1", "--budgets", "1,16", "--strategies", "random,prune", "--verifiers", "toydetect",
-            "--max-multiple", "toydetect=16", "--steps", "10", "--workers", "1", "--threads", "1", "--out", str(tmp_path)]
+    argv = [
+        "--prompts",
+        "1",
+        "--budgets",
+        "1,16",
+        "--strategies",
+        "random,prune",
+        "--verifiers",
+        "toydetect",
+        "--max-multiple",
+        "toydetect=16",
+        "--steps",
+        "10",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     bench.main(argv)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("RESULT random4=na prune4=na random16=") and last.endswith(" prompts=1 verifier=toydetect")

@@ -17,11 +17,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from noisesearch.request import ensure_registrations
 from noisesearch.cli import app
-from noisesearch.models import TOYWORLD_DIR
 from noisesearch.io.outputs import OutputError, check_output_dir, check_output_file
 from noisesearch.io.usertext import abbreviate, quote
+from noisesearch.models import TOYWORLD_DIR
+from noisesearch.request import ensure_registrations
 from noisesearch.verifiers import CallableVerifier, register_verifier
 
 VERIFIER = "files-red"
@@ -99,15 +99,36 @@ def _in_a_scratch_folder(tmp_path, monkeypatch):
 
 
 def run_args(out: str, *extra: str, prompt: str = "a red circle") -> list[str]:
-    return ["run", "--model", "stub", "--verifier", VERIFIER, "--candidates", "2", "--steps", "2",
-            "--prompt", prompt, "--out", out, *extra]
+    return [
+        "run",
+        "--model",
+        "stub",
+        "--verifier",
+        VERIFIER,
+        "--candidates",
+        "2",
+        "--steps",
+        "2",
+        "--prompt",
+        prompt,
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def write_sweep_config(folder: Path, prompts: list[str], **keys) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prompts.txt").write_text("\n".join(prompts) + "\n")
-    cfg = {"prompts": "prompts.txt", "models": ["stub"], "budgets": [20], "search_verifiers": [VERIFIER],
-           "seeds": [0], "device": "cpu", **keys}
+    cfg = {
+        "prompts": "prompts.txt",
+        "models": ["stub"],
+        "budgets": [20],
+        "search_verifiers": [VERIFIER],
+        "seeds": [0],
+        "device": "cpu",
+        **keys,
+    }
     lines = [f"{k} = {json.dumps(v)}" for k, v in cfg.items()]
     path = folder / "sweep.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -182,7 +203,9 @@ def test_output_checks_refuse_an_unwritable_place(tmp_path):
 
 def test_zero_byte_npnet_checkpoint_is_named(tmp_path, _in_a_scratch_folder):
     (tmp_path / "golden.safetensors").write_bytes(b"")
-    res = runner.invoke(app, run_args("out", "--prior", "npnet", "--npnet-checkpoint", str(tmp_path / "golden.safetensors")))
+    res = runner.invoke(
+        app, run_args("out", "--prior", "npnet", "--npnet-checkpoint", str(tmp_path / "golden.safetensors"))
+    )
     assert_refused(res, "golden.safetensors", "empty (0 bytes)")
     assert snapshot(_in_a_scratch_folder) == {}
 
@@ -190,7 +213,9 @@ def test_zero_byte_npnet_checkpoint_is_named(tmp_path, _in_a_scratch_folder):
 def test_corrupt_npnet_checkpoint_and_a_folder_in_its_place_are_named(tmp_path, _in_a_scratch_folder):
     (tmp_path / "golden.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     (tmp_path / "ckpt").mkdir()
-    res = runner.invoke(app, run_args("out", "--prior", "npnet", "--npnet-checkpoint", str(tmp_path / "golden.safetensors")))
+    res = runner.invoke(
+        app, run_args("out", "--prior", "npnet", "--npnet-checkpoint", str(tmp_path / "golden.safetensors"))
+    )
     assert_refused(res, "golden.safetensors", "not a readable safetensors file")
     res = runner.invoke(app, run_args("out", "--prior", "npnet", "--npnet-checkpoint", str(tmp_path / "ckpt")))
     assert_refused(res, "ckpt", "is a folder")
@@ -198,21 +223,45 @@ def test_corrupt_npnet_checkpoint_and_a_folder_in_its_place_are_named(tmp_path, 
 
 
 def test_report_refuses_rows_of_another_shape_naming_the_file_and_line(sweep_copy):
-    (sweep_copy / "results.jsonl").write_text(
-        json.dumps({"key": "k1", "prompt": "a red circle", "score": 1.0}) + "\n"
-    )
+    (sweep_copy / "results.jsonl").write_text(json.dumps({"key": "k1", "prompt": "a red circle", "score": 1.0}) + "\n")
     before = snapshot(sweep_copy)
     assert_refused(runner.invoke(app, ["report", str(sweep_copy)]), "results.jsonl:1", "missing 'model'")
     assert snapshot(sweep_copy) == before
 
 
-@pytest.mark.parametrize("row, needle", [
-    ([1, 2, 3], "a JSON list, not an object"),
-    ({"key": "k", "prompt": "p", "model": "m", "strategy": "s", "search_verifier": "v", "budget_nfe": "20",
-      "seed": 0, "accounting": {}}, "'budget_nfe' is not an integer"),
-    ({"key": "k", "prompt": "p", "model": "m", "strategy": "s", "search_verifier": "v", "budget_nfe": 20,
-      "seed": 0, "accounting": {}, "eval": {"x": "high"}}, "eval.x is not a number"),
-])
+@pytest.mark.parametrize(
+    "row, needle",
+    [
+        ([1, 2, 3], "a JSON list, not an object"),
+        (
+            {
+                "key": "k",
+                "prompt": "p",
+                "model": "m",
+                "strategy": "s",
+                "search_verifier": "v",
+                "budget_nfe": "20",
+                "seed": 0,
+                "accounting": {},
+            },
+            "'budget_nfe' is not an integer",
+        ),
+        (
+            {
+                "key": "k",
+                "prompt": "p",
+                "model": "m",
+                "strategy": "s",
+                "search_verifier": "v",
+                "budget_nfe": 20,
+                "seed": 0,
+                "accounting": {},
+                "eval": {"x": "high"},
+            },
+            "eval.x is not a number",
+        ),
+    ],
+)
 def test_report_names_each_kind_of_wrong_row(sweep_copy, row, needle):
     (sweep_copy / "results.jsonl").write_text(json.dumps(row) + "\n")
     assert_refused(runner.invoke(app, ["report", str(sweep_copy)]), "results.jsonl:1", needle)
@@ -222,14 +271,18 @@ def test_report_out_that_is_a_file_is_refused(sweep_copy, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes")
     before = snapshot(tmp_path)
-    assert_refused(runner.invoke(app, ["report", str(sweep_copy), "--out", str(notes)]), "notes.txt", "is a file, not a folder")
+    assert_refused(
+        runner.invoke(app, ["report", str(sweep_copy), "--out", str(notes)]), "notes.txt", "is a file, not a folder"
+    )
     assert snapshot(tmp_path) == before
 
 
 def test_report_out_in_an_unwritable_folder_is_refused(sweep_copy, tmp_path):
     folder = unwritable_folder(tmp_path)
     before = snapshot(sweep_copy)
-    assert_refused(runner.invoke(app, ["report", str(sweep_copy), "--out", str(folder / "report")]), "report", "not writable")
+    assert_refused(
+        runner.invoke(app, ["report", str(sweep_copy), "--out", str(folder / "report")]), "report", "not writable"
+    )
     assert snapshot(sweep_copy) == before
     assert not (folder / "report").exists()
 
@@ -248,7 +301,9 @@ def official_file(tmp_path) -> Path:
 def test_convert_into_an_existing_folder_is_refused(official_file, tmp_path):
     (tmp_path / "out.safetensors").mkdir()
     before = snapshot(tmp_path)
-    res = runner.invoke(app, ["npnet", "convert", str(official_file), str(tmp_path / "out.safetensors"), "--preset", "toyworld"])
+    res = runner.invoke(
+        app, ["npnet", "convert", str(official_file), str(tmp_path / "out.safetensors"), "--preset", "toyworld"]
+    )
     assert_refused(res, "out.safetensors", "is a folder")
     assert snapshot(tmp_path) == before
 
@@ -256,15 +311,26 @@ def test_convert_into_an_existing_folder_is_refused(official_file, tmp_path):
 def test_convert_below_a_regular_file_is_refused(official_file, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     before = snapshot(tmp_path)
-    res = runner.invoke(app, ["npnet", "convert", str(official_file), str(tmp_path / "notes.txt" / "npnet.safetensors"),
-                              "--preset", "toyworld"])
+    res = runner.invoke(
+        app,
+        [
+            "npnet",
+            "convert",
+            str(official_file),
+            str(tmp_path / "notes.txt" / "npnet.safetensors"),
+            "--preset",
+            "toyworld",
+        ],
+    )
     assert_refused(res, "notes.txt", "which is a file, not a folder")
     assert snapshot(tmp_path) == before
 
 
 def test_convert_into_an_unwritable_folder_is_refused(official_file, tmp_path):
     folder = unwritable_folder(tmp_path)
-    res = runner.invoke(app, ["npnet", "convert", str(official_file), str(folder / "npnet.safetensors"), "--preset", "toyworld"])
+    res = runner.invoke(
+        app, ["npnet", "convert", str(official_file), str(folder / "npnet.safetensors"), "--preset", "toyworld"]
+    )
     assert_refused(res, "npnet.safetensors", "not writable")
     assert not (folder / "npnet.safetensors").exists()
 
@@ -277,7 +343,9 @@ def test_convert_write_errors_are_one_line(official_file, tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "save_file", full)
-    res = runner.invoke(app, ["npnet", "convert", str(official_file), str(tmp_path / "npnet.safetensors"), "--preset", "toyworld"])
+    res = runner.invoke(
+        app, ["npnet", "convert", str(official_file), str(tmp_path / "npnet.safetensors"), "--preset", "toyworld"]
+    )
     assert_refused(res, "npnet.safetensors", "No space left on device")
     assert not list(tmp_path.glob("npnet.safetensors*"))  # no file, no temporary left behind
 
@@ -300,7 +368,11 @@ def test_sweep_dry_run_checks_model_names(tmp_path):
 def test_sweep_checks_hub_ids_and_folders_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     config = write_sweep_config(tmp_path / "cfg", ["a red circle"], models=["some-org/some-model"])
-    assert_refused(runner.invoke(app, ["sweep", str(config), "--dry-run"]), "some-org/some-model", "not in the local Hugging Face cache")
+    assert_refused(
+        runner.invoke(app, ["sweep", str(config), "--dry-run"]),
+        "some-org/some-model",
+        "not in the local Hugging Face cache",
+    )
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "model_index.json").write_text("{half")
     config = write_sweep_config(tmp_path / "cfg2", ["a red circle"], models=[str(tmp_path / "pipe")])
@@ -311,8 +383,24 @@ def test_sweep_checks_hub_ids_and_folders_offline(tmp_path, monkeypatch):
 def test_a_huge_prompt_prints_a_short_readable_run(_in_a_scratch_folder):
     """A 100,000-character prompt: the summary, the progress line and no library warning echo it."""
     prompt = "a red circle " * 7700  # 100,100 characters
-    res = runner.invoke(app, ["run", "--prompt", prompt, "--verifier", "toyclip", "--candidates", "2", "--steps", "2",
-                              "--out", "out", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            prompt,
+            "--verifier",
+            "toyclip",
+            "--candidates",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            "out",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output[-2000:]
     assert len(res.output) < 4000, f"{len(res.output)} characters of output"
     assert all(len(line) <= 80 for line in res.stdout.splitlines()), res.stdout
@@ -322,7 +410,9 @@ def test_a_huge_prompt_prints_a_short_readable_run(_in_a_scratch_folder):
 @pytest.mark.skipif(not HAS_TOYWORLD, reason="embedded toyworld weights not built")
 def test_a_huge_prompt_the_verifier_cannot_read_is_a_short_error(_in_a_scratch_folder):
     prompt = "hello " * 20_000
-    res = runner.invoke(app, ["run", "--prompt", prompt, "--candidates", "2", "--steps", "2", "--out", "out", "--device", "cpu"])
+    res = runner.invoke(
+        app, ["run", "--prompt", prompt, "--candidates", "2", "--steps", "2", "--out", "out", "--device", "cpu"]
+    )
     assert_refused(res, "cannot parse prompt", "(119,999 characters)")
     assert snapshot(_in_a_scratch_folder) == {}
 
@@ -335,8 +425,10 @@ def test_summary_table_fits_80_columns():
     from noisesearch.models import load_model
 
     adapter = load_model("stub")
-    results = [search(adapter, p, verifier=VERIFIER, candidates=3, steps=2) for p in
-               ("a red circle", "a green triangle left of a yellow circle, drawn large on a white page " * 3)]
+    results = [
+        search(adapter, p, verifier=VERIFIER, candidates=3, steps=2)
+        for p in ("a red circle", "a green triangle left of a yellow circle, drawn large on a white page " * 3)
+    ]
     console = Console(width=80, record=True, force_terminal=False)
     console.print(_summary_table(results))
     lines = console.export_text().splitlines()
@@ -351,7 +443,9 @@ def test_summary_table_fits_80_columns():
 def test_sweep_config_that_is_not_text_names_the_file(tmp_path):
     png = tmp_path / "plot.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
-    assert_refused(runner.invoke(app, ["sweep", str(png), "--out", str(tmp_path / "out")]), "plot.png", "is not UTF-8 TOML")
+    assert_refused(
+        runner.invoke(app, ["sweep", str(png), "--out", str(tmp_path / "out")]), "plot.png", "is not UTF-8 TOML"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -376,18 +470,25 @@ def test_convert_from_a_folder_says_it_is_a_folder(tmp_path):
 def test_rejected_sweep_config_leaves_an_existing_sweep_untouched(sweep_copy, tmp_path):
     typo = write_sweep_config(tmp_path / "cfg", ["a red circle"], budgest=[20])
     before = snapshot(sweep_copy)
-    assert_refused(runner.invoke(app, ["sweep", str(typo), "--out", str(sweep_copy)]), "budgest", "did you mean 'budgets'")
+    assert_refused(
+        runner.invoke(app, ["sweep", str(typo), "--out", str(sweep_copy)]), "budgest", "did you mean 'budgets'"
+    )
     assert snapshot(sweep_copy) == before
 
 
-@pytest.mark.parametrize("verifiers", [
-    {"search_verifiers": [PICKY]},
-    {"search_verifiers": [VERIFIER], "eval_verifiers": [PICKY]},
-])
+@pytest.mark.parametrize(
+    "verifiers",
+    [
+        {"search_verifiers": [PICKY]},
+        {"search_verifiers": [VERIFIER], "eval_verifiers": [PICKY]},
+    ],
+)
 def test_sweep_checks_every_prompt_against_every_verifier_before_writing(sweep_copy, tmp_path, verifiers):
     config = write_sweep_config(tmp_path / "cfg", ["a red circle", "hello world"], **verifiers)
     before = snapshot(sweep_copy)
-    assert_refused(runner.invoke(app, ["sweep", str(config), "--out", str(sweep_copy)]), "prompt 2 of", "prompts.txt", PICKY)
+    assert_refused(
+        runner.invoke(app, ["sweep", str(config), "--out", str(sweep_copy)]), "prompt 2 of", "prompts.txt", PICKY
+    )
     assert snapshot(sweep_copy) == before
     assert_refused(runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "new")]), "prompt 2 of")
     assert not (tmp_path / "new").exists()

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from noisesearch.request import ensure_registrations
 from noisesearch.cli import app
 from noisesearch.core.schedule import SOLVERS
 from noisesearch.models import resolve_device
+from noisesearch.request import ensure_registrations
 from noisesearch.strategies.base import _STRATEGIES
 from noisesearch.verifiers import CallableVerifier, available_verifiers, register_verifier
 
@@ -74,7 +74,7 @@ def files(tmp_path_factory):
     f["bad_toml"].write_text("[strategy.zero-order\nneighbors = 2\n")
     f["latin1_toml"].write_bytes("neighbors = 2 # \xe9\n".encode("latin-1"))
     f["unknown_toml"].write_text("[strategy.zero-order]\nneighbours = 2\n")
-    f["type_toml"].write_text("[strategy.zero-order]\nneighbors = \"two\"\n")
+    f["type_toml"].write_text('[strategy.zero-order]\nneighbors = "two"\n')
     f["range_toml"].write_text("[strategy.zero-order]\ncosine = 1.5\n")
     f["section_toml"].write_text("[strategy]\nzero-order = 5\n")
     f["other_toml"].write_text("[strategy.smc]\nparticles = 2\n")
@@ -180,18 +180,42 @@ BAD = {
     "out under a file": (["--out", "{blocker}/sub"], "which is a file, not a folder"),
     "out is a file": (["--out", "{blocker}"], "is a file, not a folder"),
     # strategy config files
-    "strategy config missing": (["--strategy", "zero-order", "--strategy-config", "{missing}"], "cannot read strategy config"),
-    "strategy config is a folder": (["--strategy", "zero-order", "--strategy-config", "{folder}"], "cannot read strategy config"),
+    "strategy config missing": (
+        ["--strategy", "zero-order", "--strategy-config", "{missing}"],
+        "cannot read strategy config",
+    ),
+    "strategy config is a folder": (
+        ["--strategy", "zero-order", "--strategy-config", "{folder}"],
+        "cannot read strategy config",
+    ),
     "strategy config bad toml": (["--strategy", "zero-order", "--strategy-config", "{bad_toml}"], "is not valid TOML"),
     "strategy config not utf-8": (["--strategy", "zero-order", "--strategy-config", "{latin1_toml}"], "not UTF-8"),
-    "strategy config unknown option": (["--strategy", "zero-order", "--strategy-config", "{unknown_toml}"], "has no option neighbours"),
-    "strategy config wrong type": (["--strategy", "zero-order", "--strategy-config", "{type_toml}"], "needs a int, got 'two'"),
-    "strategy config out of range": (["--strategy", "zero-order", "--strategy-config", "{range_toml}"], "cosine must be in [0, 1)"),
-    "strategy config section not a table": (["--strategy", "zero-order", "--strategy-config", "{section_toml}"], "must be a table"),
-    "strategy config for another strategy": (["--strategy", "zero-order", "--strategy-config", "{other_toml}"], "has no [strategy.zero-order] table"),
+    "strategy config unknown option": (
+        ["--strategy", "zero-order", "--strategy-config", "{unknown_toml}"],
+        "has no option neighbours",
+    ),
+    "strategy config wrong type": (
+        ["--strategy", "zero-order", "--strategy-config", "{type_toml}"],
+        "needs a int, got 'two'",
+    ),
+    "strategy config out of range": (
+        ["--strategy", "zero-order", "--strategy-config", "{range_toml}"],
+        "cosine must be in [0, 1)",
+    ),
+    "strategy config section not a table": (
+        ["--strategy", "zero-order", "--strategy-config", "{section_toml}"],
+        "must be a table",
+    ),
+    "strategy config for another strategy": (
+        ["--strategy", "zero-order", "--strategy-config", "{other_toml}"],
+        "has no [strategy.zero-order] table",
+    ),
     # strategy flags
     "strategy flag unknown": (["--strategy", "zero-order", "--zo-neighbours", "3"], "unknown option '--zo-neighbours'"),
-    "strategy flag of another strategy": (["--zo-neighbors", "3"], "unknown option '--zo-neighbors' for strategy 'random'"),
+    "strategy flag of another strategy": (
+        ["--zo-neighbors", "3"],
+        "unknown option '--zo-neighbors' for strategy 'random'",
+    ),
     "unknown top-level flag": (["--budgte", "40"], "unknown option '--budgte'"),
     "stray positional word": (["extra"], "unknown option 'extra'"),
     "strategy flag without value": (["--strategy", "zero-order", "--zo-neighbors"], "needs a value"),
@@ -202,16 +226,34 @@ BAD = {
     "strategy flag out of range": (["--strategy", "zero-order", "--zo-cosine", "1.5"], "cosine must be in [0, 1)"),
     "strategy flag nan": (["--strategy", "smc", "--smc-lambda", "nan"], "lam must be a finite number"),
     "strategy switch with a value": (["--strategy", "zero-order", "--zo-restart=false"], "takes no value"),
-    "strategy choice unknown": (["--strategy", "smc", "--smc-resampler", "stratified"], "unknown resampler 'stratified'"),
+    "strategy choice unknown": (
+        ["--strategy", "smc", "--smc-resampler", "stratified"],
+        "unknown resampler 'stratified'",
+    ),
     # contradictions
-    "budget and candidates": (["--budget", "40", "--candidates", "2"], "either a budget in NFEs or a number of candidates"),
-    "prompt and prompts file": (["--prompt", "x", "--prompts-file", "{empty}"], "exactly one of --prompt or --prompts-file"),
+    "budget and candidates": (
+        ["--budget", "40", "--candidates", "2"],
+        "either a budget in NFEs or a number of candidates",
+    ),
+    "prompt and prompts file": (
+        ["--prompt", "x", "--prompts-file", "{empty}"],
+        "exactly one of --prompt or --prompts-file",
+    ),
     "budget below one sample": (["--budget", "3", "--steps", "5"], "smaller than one full sample"),
     "flow scheduler on a noise-prediction model": (["--scheduler", "flow-euler"], "needs a flow-matching model"),
     "gradient with a non-differentiable verifier": (["--strategy", "gradient"], "needs a differentiable verifier"),
-    "smc start after end": (["--strategy", "smc", "--smc-start", "0.9", "--smc-end", "0.1"], "need 0 <= start <= end <= 1"),
-    "paths delta_b below delta_f": (["--strategy", "paths", "--paths-delta-f", "0.9", "--paths-delta-b", "0.5"], "must exceed delta_f"),
-    "paths contradictory config file": (["--strategy", "paths", "--strategy-config", "{contra_toml}"], "must exceed delta_f"),
+    "smc start after end": (
+        ["--strategy", "smc", "--smc-start", "0.9", "--smc-end", "0.1"],
+        "need 0 <= start <= end <= 1",
+    ),
+    "paths delta_b below delta_f": (
+        ["--strategy", "paths", "--paths-delta-f", "0.9", "--paths-delta-b", "0.5"],
+        "must exceed delta_f",
+    ),
+    "paths contradictory config file": (
+        ["--strategy", "paths", "--strategy-config", "{contra_toml}"],
+        "must exceed delta_f",
+    ),
 }
 
 # validated while loading a real model: checked against the embedded toyworld model (before its weights are read)
@@ -326,9 +368,12 @@ def test_random_devices_and_dtypes_are_one_line_errors(tmp_path_factory, option,
     saved = models._from_pretrained
     models._from_pretrained = lambda *a, **k: pytest.fail("weights were loaded despite a bad value")
     try:
-        res = invoke([option, text, "--device" if option == "--dtype" else "--dtype",
-                      "cpu" if option == "--dtype" else "fp32"], tmp_path_factory.mktemp("out"),
-                     model="toyworld", verifier="toyclip")
+        res = invoke(
+            [option, text, "--device" if option == "--dtype" else "--dtype", "cpu" if option == "--dtype" else "fp32"],
+            tmp_path_factory.mktemp("out"),
+            model="toyworld",
+            verifier="toyclip",
+        )
     finally:
         models._from_pretrained = saved
     assert_one_line_error(res)
@@ -345,18 +390,30 @@ BAD_INTS = {
     "--top-k": st.integers(max_value=0),
 }
 BAD_FLOATS = {"--guidance": st.one_of(st.floats(max_value=-1e-9), st.sampled_from(["nan", "inf", "-inf"]))}
-VALID_EXTRAS = st.lists(st.sampled_from([
-    ["--seed", "7"], ["--max-batch", "1"], ["--top-k", "2"], ["--strategy", "zero-order"], ["--guidance", "0"],
-    ["--scheduler", "euler"], ["--height", "16"], ["--strategy", "random"],
-]), max_size=3)
+VALID_EXTRAS = st.lists(
+    st.sampled_from(
+        [
+            ["--seed", "7"],
+            ["--max-batch", "1"],
+            ["--top-k", "2"],
+            ["--strategy", "zero-order"],
+            ["--guidance", "0"],
+            ["--scheduler", "euler"],
+            ["--height", "16"],
+            ["--strategy", "random"],
+        ]
+    ),
+    max_size=3,
+)
 
 
 @FUZZ
 @given(st.data())
 def test_random_combinations_of_bad_values_are_one_line_errors(tmp_path_factory, data):
     """1-3 bad numeric values (random magnitudes, incl. beyond 64 bits) mixed with valid options."""
-    options = data.draw(st.lists(st.sampled_from(sorted(BAD_INTS) + sorted(BAD_FLOATS)), min_size=1, max_size=3,
-                                 unique=True))
+    options = data.draw(
+        st.lists(st.sampled_from(sorted(BAD_INTS) + sorted(BAD_FLOATS)), min_size=1, max_size=3, unique=True)
+    )
     args = [w for extra in data.draw(VALID_EXTRAS) for w in extra]
     for option in options:
         value = data.draw(BAD_INTS[option] if option in BAD_INTS else BAD_FLOATS[option])
@@ -463,10 +520,12 @@ def _sweep_toml() -> bytes:
 
 
 # an empty strategy config is valid (no options): it is not among the bad files
-RUN_SLOTS = [("prompts", k) for k in ("empty", "binary", "folder", "missing")] + \
-    [("strategy config", k) for k in ("binary", "folder", "missing", "wrong shape")] + \
-    [("npnet checkpoint", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
-    [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+RUN_SLOTS = (
+    [("prompts", k) for k in ("empty", "binary", "folder", "missing")]
+    + [("strategy config", k) for k in ("binary", "folder", "missing", "wrong shape")]
+    + [("npnet checkpoint", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")]
+    + [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+)
 
 
 @FILE_FUZZ
@@ -480,36 +539,51 @@ def test_run_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, 
     if where == "prompts":
         args += ["--prompts-file", _bad_file(root / "prompts.txt", kind, b"a red circle\n", data)]
     elif where == "strategy config":
+
         def wrong(d):  # a TOML document whose strategy table holds values of the wrong type
             value = d.draw(st.text(alphabet="abxyz", max_size=5) | st.lists(st.integers(), max_size=2))
             return f"[strategy.zero-order]\nneighbors = {json.dumps(value)}\n".encode()
+
         args += ["--strategy", "zero-order", "--strategy-config", _bad_file(root / "zo.toml", kind, b"", data, wrong)]
     elif where == "npnet checkpoint":
+
         def wrong(d):  # a safetensors file of random tensors and no NPNet config
             from safetensors.torch import save
 
             n = d.draw(st.integers(1, 3))
             return save({f"t{i}": torch.zeros(d.draw(st.integers(0, 4))) for i in range(n)})
-        args += ["--prior", "npnet", "--npnet-checkpoint",
-                 _bad_file(root / "golden.safetensors", kind, TOYWORLD_NPNET.read_bytes(), data, wrong)]
+
+        args += [
+            "--prior",
+            "npnet",
+            "--npnet-checkpoint",
+            _bad_file(root / "golden.safetensors", kind, TOYWORLD_NPNET.read_bytes(), data, wrong),
+        ]
     else:
         args = ["--out", _bad_output(root, kind, "out")]
     before = _tree(root)
     assert_refused_cleanly(invoke(args, root / "unused"), root, before)
 
 
-SWEEP_SLOTS = [("config", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
-    [("prompts", k) for k in ("empty", "binary", "folder", "missing")] + \
-    [("out", k) for k in ("file", "below file", "unwritable", "empty")] + \
-    [("shard", k) for k in ("binary", "wrong shape")]
+SWEEP_SLOTS = (
+    [("config", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")]
+    + [("prompts", k) for k in ("empty", "binary", "folder", "missing")]
+    + [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+    + [("shard", k) for k in ("binary", "wrong shape")]
+)
 
 
 def _wrong_sweep_toml(data) -> bytes:
     """The valid config with one value replaced by a random value of another shape."""
     key = data.draw(st.sampled_from(["budgets", "models", "search_verifiers", "prompts"]), label="key")
     # never a valid alternative (a scalar or list may be one: budgets = 30, models = "stub")
-    value = data.draw(st.booleans() | st.floats(allow_nan=False) | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)
-                      | st.lists(st.lists(st.integers(), max_size=2), min_size=1, max_size=2), label="value")
+    value = data.draw(
+        st.booleans()
+        | st.floats(allow_nan=False)
+        | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2)
+        | st.lists(st.lists(st.integers(), max_size=2), min_size=1, max_size=2),
+        label="value",
+    )
     text = _sweep_toml().decode()
     lines = [f"{key} = {json.dumps(value)}" if line.startswith(f"{key} =") else line for line in text.splitlines()]
     return "\n".join(lines).encode()
@@ -550,10 +624,12 @@ def finished_sweep_dir(tmp_path_factory) -> Path:
     return folder / "out"
 
 
-REPORT_SLOTS = [("results", k) for k in ("empty", "truncated", "binary", "folder", "wrong shape")] + \
-    [("metadata", k) for k in ("truncated", "binary", "folder", "wrong shape")] + \
-    [("results dir", k) for k in ("missing", "file")] + \
-    [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+REPORT_SLOTS = (
+    [("results", k) for k in ("empty", "truncated", "binary", "folder", "wrong shape")]
+    + [("metadata", k) for k in ("truncated", "binary", "folder", "wrong shape")]
+    + [("results dir", k) for k in ("missing", "file")]
+    + [("out", k) for k in ("file", "below file", "unwritable", "empty")]
+)
 
 
 @FILE_FUZZ
@@ -573,13 +649,19 @@ def test_report_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factor
 
         def wrong(d):
             return "".join(json.dumps(v) + "\n" for v in d.draw(st.lists(JSON_VALUES, min_size=1, max_size=3))).encode()
+
         _bad_file(results / "results.jsonl", kind, first_line, data, wrong)
         assume(kind != "wrong shape" or (results / "results.jsonl").read_bytes().strip())
     elif where == "metadata":
         valid = (results / "sweep_config.json").read_bytes()
         (results / "sweep_config.json").unlink()
-        _bad_file(results / "sweep_config.json", kind, valid, data,
-                  lambda d: json.dumps(d.draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))).encode())
+        _bad_file(
+            results / "sweep_config.json",
+            kind,
+            valid,
+            data,
+            lambda d: json.dumps(d.draw(JSON_VALUES.filter(lambda v: not isinstance(v, dict)))).encode(),
+        )
     elif where == "results dir":
         shutil.rmtree(results)
         if kind == "file":
@@ -590,8 +672,9 @@ def test_report_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factor
     assert_refused_cleanly(runner.invoke(app, args), root, before)
 
 
-CONVERT_SLOTS = [("src", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + \
-    [("dst", k) for k in ("file as folder", "below file", "unwritable", "empty", "suffix")]
+CONVERT_SLOTS = [("src", k) for k in ("empty", "truncated", "binary", "folder", "missing", "wrong shape")] + [
+    ("dst", k) for k in ("file as folder", "below file", "unwritable", "empty", "suffix")
+]
 
 
 @pytest.fixture(scope="module")
@@ -606,18 +689,24 @@ def official_toyworld(tmp_path_factory) -> Path:
 
 @FILE_FUZZ
 @given(st.sampled_from(CONVERT_SLOTS), st.data())
-def test_npnet_convert_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path_factory, official_toyworld, slot, data):
+def test_npnet_convert_refuses_bad_files_in_one_line_and_writes_nothing(
+    tmp_path_factory, official_toyworld, slot, data
+):
     where, kind = slot
     official_toyworld_bytes = official_toyworld.read_bytes()
     root = _fresh(tmp_path_factory)
     src, dst = root / "official.pth", str(root / "npnet.safetensors")
     if where == "src":
+
         def wrong(d):  # a plain torch file of the wrong structure (no official entries)
             import io
 
             buf = io.BytesIO()
-            torch.save(d.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.just(torch.zeros(2)), max_size=3)), buf)
+            torch.save(
+                d.draw(st.dictionaries(st.text(max_size=5), st.integers() | st.just(torch.zeros(2)), max_size=3)), buf
+            )
             return buf.getvalue()
+
         _bad_file(src, kind, official_toyworld_bytes, data, wrong)
     else:
         src.write_bytes(official_toyworld_bytes)
@@ -628,4 +717,6 @@ def test_npnet_convert_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path
         else:
             dst = _bad_output(root, kind, "npnet.safetensors")
     before = _tree(root)
-    assert_refused_cleanly(runner.invoke(app, ["npnet", "convert", str(src), dst, "--preset", "toyworld"]), root, before)
+    assert_refused_cleanly(
+        runner.invoke(app, ["npnet", "convert", str(src), dst, "--preset", "toyworld"]), root, before
+    )

@@ -52,8 +52,9 @@ def test_bad_options_exit_2_with_a_cause(args, needle, out, monkeypatch):
 
 
 def test_prompts_file_under_an_unknown_home_is_a_user_error(out):
-    assert_user_error(invoke("run", "--prompts-file", "~nosuchuser0/p.txt", "--out", out),
-                      "cannot expand '~nosuchuser0/p.txt'")
+    assert_user_error(
+        invoke("run", "--prompts-file", "~nosuchuser0/p.txt", "--out", out), "cannot expand '~nosuchuser0/p.txt'"
+    )
 
 
 def test_empty_prompt(out):
@@ -67,7 +68,9 @@ def test_prompt_and_file_are_exclusive(out, tmp_path):
 
 
 def test_unreadable_and_empty_prompt_files(out, tmp_path):
-    assert_user_error(invoke("run", "--prompts-file", str(tmp_path / "missing.txt"), "--out", out), "cannot read prompts file")
+    assert_user_error(
+        invoke("run", "--prompts-file", str(tmp_path / "missing.txt"), "--out", out), "cannot read prompts file"
+    )
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     assert_user_error(invoke("run", "--prompts-file", str(empty), "--out", out), "contains no prompts")
@@ -79,7 +82,9 @@ def test_unreadable_and_empty_prompt_files(out, tmp_path):
 def test_unwritable_out(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert_user_error(invoke("run", "--prompt", "a red circle", "--out", str(blocker / "sub")), "which is a file, not a folder")
+    assert_user_error(
+        invoke("run", "--prompt", "a red circle", "--out", str(blocker / "sub")), "which is a file, not a folder"
+    )
 
 
 def test_lists():
@@ -102,7 +107,17 @@ def test_a_prompt_the_default_verifier_cannot_read_fails_before_generating(tmp_p
 
 def test_run_on_the_embedded_default_writes_outputs(tmp_path):
     out = tmp_path / "run"
-    result = invoke("run", "--prompt", "a red circle left of a blue square", "--candidates", "4", "--out", str(out), "--device", "cpu")
+    result = invoke(
+        "run",
+        "--prompt",
+        "a red circle left of a blue square",
+        "--candidates",
+        "4",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["verifier"] == "toydetect"
@@ -117,8 +132,21 @@ def test_run_with_a_prompts_file_on_a_tiny_pipeline(tmp_path):
     prompts.write_text("prompt,category\na red circle,color\ntwo blue squares,count\n")
     out = tmp_path / "run"
     result = invoke(
-        "run", "--prompts-file", str(prompts), "--model", "tiny-random-sd", "--verifier", "toyclip",
-        "--candidates", "2", "--steps", "3", "--out", str(out), "--device", "cpu",
+        "run",
+        "--prompts-file",
+        str(prompts),
+        "--model",
+        "tiny-random-sd",
+        "--verifier",
+        "toyclip",
+        "--candidates",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
     )
     if "toyclip" in result.output and result.exit_code == 2:
         pytest.skip("toyclip weights not built")
@@ -143,7 +171,9 @@ def test_strategy_flags_and_config_file_reach_the_strategy(tmp_path):
     from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
 
     assert parse_strategy_args("zero-order", ["--zo-neighbors", "4", "--zo-no-restart", "--zo-cosine=0.9"]) == {
-        "neighbors": 4, "restart": False, "cosine": 0.9,
+        "neighbors": 4,
+        "restart": False,
+        "cosine": 0.9,
     }
     cfg = tmp_path / "zo.toml"
     cfg.write_text("[strategy.zero-order]\nneighbors = 3\n")

@@ -124,8 +124,10 @@ def test_inductor_compiled_unet_compiles_once_for_chunks_of_3_and_4():
 
     pipe = tiny_sd_pipeline(seed=1)
     eager = StableDiffusionAdapter(pipe)
-    refs = [DenoisingCore(eager, CoreConfig(steps=2, guidance=3.0, max_batch=4)).sample(list(range(n)), ["p"] * n)
-            for n in (3, 4)]
+    refs = [
+        DenoisingCore(eager, CoreConfig(steps=2, guidance=3.0, max_batch=4)).sample(list(range(n)), ["p"] * n)
+        for n in (3, 4)
+    ]
     torch._dynamo.reset()
     pipe.unet = compile_denoiser(pipe.unet, "cpu", mode="default")
     adapter = StableDiffusionAdapter(pipe)

@@ -9,10 +9,10 @@ import torch
 
 from noisesearch.accounting import BudgetExceeded, Meter
 from noisesearch.core import CoreConfig, DenoisingCore
-from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.core.schedule import build_schedule, make_scheduler
-from noisesearch.testing.tiny import tiny_sd_pipeline
+from noisesearch.models.adapters import StableDiffusionAdapter
 from noisesearch.testing import FLOW_SCHEDULER_CONFIG, StubAdapter
+from noisesearch.testing.tiny import tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")

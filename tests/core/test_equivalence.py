@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from noisesearch.core import CoreConfig, DenoisingCore
-from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.core.schedule import make_scheduler
+from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.testing.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
 PROMPTS = ["a red circle", "two blue squares"]

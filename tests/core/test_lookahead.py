@@ -12,8 +12,11 @@ from noisesearch.testing import StubAdapter
 
 def _core(solver: str = "ddim", steps: int = 10, guidance: float = 3.0, max_batch: int = 4, budget: int | None = None):
     stub = StubAdapter()
-    return stub, DenoisingCore(stub, CoreConfig(solver=solver, steps=steps, guidance=guidance, max_batch=max_batch),
-                               meter=Meter(budget_nfe=budget))
+    return stub, DenoisingCore(
+        stub,
+        CoreConfig(solver=solver, steps=steps, guidance=guidance, max_batch=max_batch),
+        meter=Meter(budget_nfe=budget),
+    )
 
 
 def _start(core, seeds):

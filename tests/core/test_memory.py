@@ -76,8 +76,6 @@ class _Peaks:
         return 0
 
 
-
-
 def test_auto_picks_the_largest_batch_that_fits():
     stub = StubAdapter()
     free = 8 * 1024 * MB

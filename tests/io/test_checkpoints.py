@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from noisesearch.verifiers import available_verifiers
-from noisesearch.verifiers.catalog import CATALOG, HPSV2, register_all, scan
 from noisesearch.io.checkpoints import (
     HubFile,
     HubFolder,
@@ -17,8 +15,12 @@ from noisesearch.io.checkpoints import (
     resolve_file,
     resolve_folder,
 )
+from noisesearch.verifiers import available_verifiers
+from noisesearch.verifiers.catalog import CATALOG, HPSV2, register_all, scan
 
-SPEC = HubFile("weights.pt", ("org/repo",), "NSTEST_WEIGHTS", option="path", legacy_dirs=("$NSTEST_ROOT|~/.cache/nstest",))
+SPEC = HubFile(
+    "weights.pt", ("org/repo",), "NSTEST_WEIGHTS", option="path", legacy_dirs=("$NSTEST_ROOT|~/.cache/nstest",)
+)
 FOLDER = HubFolder(("org/model",), ("config.json",), "NSTEST_MODEL", option="path", any_of=("a.bin", "b.bin"))
 
 
@@ -33,7 +35,9 @@ def _cache_file(hub, repo: str, name: str, data: bytes = b"x"):
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    for spec in [SPEC, FOLDER] + [s for e in CATALOG for g in e.needs for s in g] + [s for e in CATALOG for s in e.optional]:
+    for spec in (
+        [SPEC, FOLDER] + [s for e in CATALOG for g in e.needs for s in g] + [s for e in CATALOG for s in e.optional]
+    ):
         if spec.env_var:
             monkeypatch.delenv(spec.env_var, raising=False)
     for var in ("NSTEST_ROOT", "HPS_ROOT"):
@@ -76,8 +80,14 @@ def test_missing_file_message_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         resolve_file(SPEC, cache_dir=tmp_path)
     msg = str(err.value)
-    for needle in ("weights.pt", "org/repo", "hf download org/repo weights.pt", "path=PATH", "NSTEST_WEIGHTS",
-                   "nstest"):
+    for needle in (
+        "weights.pt",
+        "org/repo",
+        "hf download org/repo weights.pt",
+        "path=PATH",
+        "NSTEST_WEIGHTS",
+        "nstest",
+    ):
         assert needle in msg
 
 
@@ -130,7 +140,10 @@ def test_catalog_registers_and_scans(tmp_path):
     status = {a.name: a for a in scan(cache_dir=hub)}
     assert status["hpsv2"].ready and status["hpsv2"].found == {"xswu/HPSv2/HPS_v2_compressed.pt": path}
     assert not status["hpsv2.1"].ready
-    assert len(status["aesthetic"].missing) == 1 and "timm/vit_large_patch14_clip_224.openai" in status["aesthetic"].missing[0]
+    assert (
+        len(status["aesthetic"].missing) == 1
+        and "timm/vit_large_patch14_clip_224.openai" in status["aesthetic"].missing[0]
+    )
     # CLIPScore's default weights are not built in: listed as missing, with where to get them
     assert not status["clipscore"].ready
     assert "hf download timm/vit_large_patch14_clip_224.openai" in status["clipscore"].missing[0]

@@ -28,14 +28,22 @@ def _fake_repo(cache: Path, repo_id: str, index: dict, files: dict[str, dict]) -
 @pytest.fixture
 def cache(tmp_path):
     cache = tmp_path / "hub"
-    sdxl_turbo = {"_class_name": "StableDiffusionXLPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-                  "vae": ["diffusers", "AutoencoderKL"], "feature_extractor": [None, None],
-                  "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"]}  # weightless
+    sdxl_turbo = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "feature_extractor": [None, None],
+        "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+    }  # weightless
     weights = "diffusion_pytorch_model.safetensors"
     files = {f"unet/{weights}": {}, f"vae/{weights}": {}, "scheduler/scheduler_config.json": {}}
     _fake_repo(cache, "stabilityai/sdxl-turbo", sdxl_turbo, files)
-    flux = {"_class_name": "FluxPipeline", "transformer": ["diffusers", "FluxTransformer2DModel"],
-            "vae": ["diffusers", "AutoencoderKL"], "text_encoder_2": ["transformers", "T5EncoderModel"]}
+    flux = {
+        "_class_name": "FluxPipeline",
+        "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder_2": ["transformers", "T5EncoderModel"],
+    }
     # an interrupted download: no transformer, a T5 config without its weights
     _fake_repo(cache, "black-forest-labs/FLUX.1-dev", flux, {f"vae/{weights}": {}, "text_encoder_2/config.json": {}})
     complete = {f"{k}/{weights}": {} for k in ("transformer", "vae", "text_encoder_2")}

@@ -78,7 +78,9 @@ def test_our_layout_is_the_official_key_list_without_the_unused_batchnorm(layout
             continue
         official = {k: tuple(shape) for k, (shape, _) in spec.items()}
         unused = set(UNUSED_OFFICIAL_KEYS.get(entry, ()))
-        assert {k: tuple(v.shape) for k, v in ours[entry].items()} == {k: v for k, v in official.items() if k not in unused}
+        assert {k: tuple(v.shape) for k, v in ours[entry].items()} == {
+            k: v for k, v in official.items() if k not in unused
+        }
         assert unused <= set(official)  # every name set aside is really in the official files
     assert set(UNUSED_OFFICIAL_KEYS["unet_svd"]) == BN_KEYS
 
@@ -88,26 +90,51 @@ def test_official_sdxl_layout_has_the_published_entries_and_shapes(official_sdxl
     assert set(raw) == {"unet_svd", "unet_embedding", "embeeding", "alpha", "beta"}
     assert raw["alpha"].shape == raw["beta"].shape == (1,)
     # the text AdaGroupNorm: 77 tokens × 2048 (SDXL's two encoders) -> scale and shift of 4 channels
-    assert {k: tuple(v.shape) for k, v in raw["embeeding"].items()} == {"linear.weight": (8, 77 * 2048), "linear.bias": (8,)}
+    assert {k: tuple(v.shape) for k, v in raw["embeeding"].items()} == {
+        "linear.weight": (8, 77 * 2048),
+        "linear.bias": (8,),
+    }
     svd = {k: tuple(v.shape) for k, v in raw["unet_svd"].items() if k not in BN_KEYS}
     assert {k: tuple(raw["unet_svd"][k].shape) for k in BN_KEYS} == {
-        "bn.weight": (256,), "bn.bias": (256,), "bn.running_mean": (256,), "bn.running_var": (256,),
+        "bn.weight": (256,),
+        "bn.bias": (256,),
+        "bn.running_mean": (256,),
+        "bn.running_var": (256,),
         "bn.num_batches_tracked": (),
     }
     assert svd == {
-        "mlp1.0.weight": (64, 256), "mlp1.0.bias": (64,), "mlp1.2.weight": (256, 64), "mlp1.2.bias": (256,),
-        "mlp2.0.weight": (64, 256), "mlp2.0.bias": (64,), "mlp2.2.weight": (256, 64), "mlp2.2.bias": (256,),
-        "mlp3.0.weight": (256, 256), "mlp3.0.bias": (256,),
-        "attention.qkv.weight": (768, 256), "attention.proj.weight": (256, 256), "attention.proj.bias": (256,),
-        "mlp4.0.weight": (1024, 256), "mlp4.0.bias": (1024,), "mlp4.2.weight": (256, 1024), "mlp4.2.bias": (256,),
+        "mlp1.0.weight": (64, 256),
+        "mlp1.0.bias": (64,),
+        "mlp1.2.weight": (256, 64),
+        "mlp1.2.bias": (256,),
+        "mlp2.0.weight": (64, 256),
+        "mlp2.0.bias": (64,),
+        "mlp2.2.weight": (256, 64),
+        "mlp2.2.bias": (256,),
+        "mlp3.0.weight": (256, 256),
+        "mlp3.0.bias": (256,),
+        "attention.qkv.weight": (768, 256),
+        "attention.proj.weight": (256, 256),
+        "attention.proj.bias": (256,),
+        "mlp4.0.weight": (1024, 256),
+        "mlp4.0.bias": (1024,),
+        "mlp4.2.weight": (256, 1024),
+        "mlp4.2.bias": (256,),
     }
     emb = raw["unet_embedding"]
     assert tuple(emb["upconv.weight"].shape) == (4, 7, 1, 1)  # Swin-Tiny's 7 NHWC rows act as channels
     assert tuple(emb["downconv.weight"].shape) == (3, 4, 1, 1)
     assert tuple(emb["swin.patch_embed.proj.weight"].shape) == (96, 3, 4, 4)
     assert tuple(emb["swin.head.fc.weight"].shape) == (1000, 768)
-    total = sum(v.numel() for d in ("unet_svd", "unet_embedding", "embeeding") for k, v in raw[d].items()
-                if not (d == "unet_svd" and k in BN_KEYS)) + 2
+    total = (
+        sum(
+            v.numel()
+            for d in ("unet_svd", "unet_embedding", "embeeding")
+            for k, v in raw[d].items()
+            if not (d == "unet_svd" and k in BN_KEYS)
+        )
+        + 2
+    )
     assert 30.0e6 < total < 31.0e6  # "about 30.5M parameters" for SDXL
 
 
@@ -180,13 +207,22 @@ def _write_official(net: NPNet, path: Path, edit) -> Path:
     "edit, expected",
     [
         (lambda c: c["unet_svd"].pop("mlp4.2.bias"), "1 missing (unet_svd.mlp4.2.bias)"),
-        (lambda c: c["unet_embedding"].__setitem__("extra.weight", torch.zeros(2)), "1 unexpected (unet_embedding.extra.weight)"),
-        (lambda c: c["embeeding"].__setitem__("linear.bias", torch.zeros(9)), "text_embedding.linear.bias: file (9,) vs model (8,)"),
+        (
+            lambda c: c["unet_embedding"].__setitem__("extra.weight", torch.zeros(2)),
+            "1 unexpected (unet_embedding.extra.weight)",
+        ),
+        (
+            lambda c: c["embeeding"].__setitem__("linear.bias", torch.zeros(9)),
+            "text_embedding.linear.bias: file (9,) vs model (8,)",
+        ),
         (lambda c: c.pop("beta"), "missing entries ['beta']"),
         (lambda c: c.__setitem__("text_embedding", {}), "unexpected entries ['text_embedding']"),
         # only the official BatchNorm's exact entries are set aside, and only with its shapes
         (lambda c: c["unet_svd"].__setitem__("bn.extra", torch.zeros(16)), "1 unexpected (unet_svd.bn.extra)"),
-        (lambda c: c["unet_svd"].__setitem__("bn.weight", torch.zeros(17)), "unet_svd.bn.weight: file (17,) vs official (16,)"),
+        (
+            lambda c: c["unet_svd"].__setitem__("bn.weight", torch.zeros(17)),
+            "unet_svd.bn.weight: file (17,) vs official (16,)",
+        ),
         (lambda c: c.__setitem__("alpha", torch.zeros(2)), "'alpha' should be a 1-element tensor, found shape (2,)"),
     ],
 )
@@ -194,7 +230,9 @@ def test_convert_names_the_first_mismatched_keys_and_exits_2(tmp_path, edit, exp
     # the small toyworld architecture keeps this fast; the validation code is the same for every preset
     net = _randomise(NPNet(preset("toyworld")))
     src = _write_official(net, tmp_path / "bad.pth", edit)
-    result = runner.invoke(app, ["npnet", "convert", str(src), str(tmp_path / "out.safetensors"), "--preset", "toyworld"])
+    result = runner.invoke(
+        app, ["npnet", "convert", str(src), str(tmp_path / "out.safetensors"), "--preset", "toyworld"]
+    )
     assert result.exit_code == 2
     text = " ".join(result.output.split())
     assert expected in text
@@ -256,7 +294,7 @@ def test_svd_branch_tiles_channels_two_by_two_as_the_official_code():
     m = captured["m"][0]
     for a in range(2):
         for c in range(2):
-            assert torch.equal(m[a * 8:(a + 1) * 8, c * 8:(c + 1) * 8], x[0, 2 * a + c])
+            assert torch.equal(m[a * 8 : (a + 1) * 8, c * 8 : (c + 1) * 8], x[0, 2 * a + c])
 
 
 def test_golden_noise_does_not_depend_on_the_batch():
@@ -264,7 +302,7 @@ def test_golden_noise_does_not_depend_on_the_batch():
     g = torch.Generator().manual_seed(0)
     x, text = torch.randn(7, 4, 8, 8, generator=g), torch.randn(7, 16, 128, generator=g)
     batched = net.golden_noise(x, text)
-    alone = torch.cat([net.golden_noise(x[i:i + 1], text[i:i + 1]) for i in range(7)])
+    alone = torch.cat([net.golden_noise(x[i : i + 1], text[i : i + 1]) for i in range(7)])
     assert torch.allclose(batched, alone, atol=1e-5)
 
 
@@ -287,6 +325,7 @@ def test_safetensors_round_trip_keeps_the_config(tmp_path):
 
 
 # --------------------------------------------------------------- collect -> train -> use (toyworld)
+
 
 @pytest.fixture(scope="module")
 def toyworld():
@@ -373,7 +412,9 @@ def test_collect_train_use_end_to_end(tiny_npd, tmp_path):
     text = prompt_embedding_table(adapter, data.prompts, core_config)
     assert text.shape == (3, 16, 128)
     out = tmp_path / "npnet.safetensors"
-    summary = train_npnet(data, text, preset("toyworld"), out, TrainConfig(epochs=3, batch_size=4, lr=1e-3, val_fraction=0.2))
+    summary = train_npnet(
+        data, text, preset("toyworld"), out, TrainConfig(epochs=3, batch_size=4, lr=1e-3, val_fraction=0.2)
+    )
     assert summary.train_pairs + summary.val_pairs == 9 and summary.val_pairs >= 1
     assert [h["epoch"] for h in summary.history] == [1, 2, 3]
     assert all(math.isfinite(h["train_loss"]) for h in summary.history)
@@ -381,8 +422,16 @@ def test_collect_train_use_end_to_end(tiny_npd, tmp_path):
     net = load_npnet(out)
 
     # as a strategy: golden noises are the candidates' initial noises; prior calls are not NFEs
-    result = search(adapter, prompts[0], strategy="npnet", verifier=verifier, candidates=2, steps=4, guidance=4.0,
-                    strategy_options={"checkpoint": str(out)})
+    result = search(
+        adapter,
+        prompts[0],
+        strategy="npnet",
+        verifier=verifier,
+        candidates=2,
+        steps=4,
+        guidance=4.0,
+        strategy_options={"checkpoint": str(out)},
+    )
     assert result.accounting.prior_calls == 2 and result.accounting.nfe == 8
     from noisesearch.core.seeds import initial_latents
 
@@ -393,8 +442,16 @@ def test_collect_train_use_end_to_end(tiny_npd, tmp_path):
 
     # as a prior for random search, zero-order search and search over paths
     for strategy in ("random", "zero-order", "paths"):
-        r = search(adapter, prompts[2], strategy=strategy, verifier=verifier, budget=16, steps=4, guidance=4.0,
-                   prior=NPNetPrior(net))
+        r = search(
+            adapter,
+            prompts[2],
+            strategy=strategy,
+            verifier=verifier,
+            budget=16,
+            steps=4,
+            guidance=4.0,
+            prior=NPNetPrior(net),
+        )
         assert r.accounting.nfe <= 16 and r.accounting.prior_calls >= 1, strategy
         assert r.best.finite
 
@@ -411,10 +468,39 @@ def test_cli_collect_and_train_run_and_reject_bad_values(tmp_path):
     assert result.exit_code == 2 and ".safetensors" in result.output
     result = runner.invoke(app, ["run", "-p", "a red circle", "--prior", "golden", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown --prior 'golden'" in result.output
-    result = runner.invoke(app, ["run", "-p", "a red circle", "--npnet-checkpoint", str(tmp_path / "n.safetensors"),
-                                 "--model", "stub", "--verifier", "toyclip", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-p",
+            "a red circle",
+            "--npnet-checkpoint",
+            str(tmp_path / "n.safetensors"),
+            "--model",
+            "stub",
+            "--verifier",
+            "toyclip",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "--npnet-checkpoint needs --prior npnet" in result.output
-    result = runner.invoke(app, ["run", "-p", "a red circle", "--prior", "npnet", "--model", "stub", "--verifier", "toyclip", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "-p",
+            "a red circle",
+            "--prior",
+            "npnet",
+            "--model",
+            "stub",
+            "--verifier",
+            "toyclip",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "no NPNet ships for model family 'stub'" in result.output
 
 
@@ -443,8 +529,17 @@ def test_npnet_strategy_keeps_the_contract(toyworld, budget):
     from noisesearch.api import search
 
     def go(max_batch: int):
-        return search(toyworld, "two blue squares", strategy="npnet", verifier="toyclip", budget=budget, steps=2,
-                      guidance=4.0, seed=3, max_batch=max_batch)
+        return search(
+            toyworld,
+            "two blue squares",
+            strategy="npnet",
+            verifier="toyclip",
+            budget=budget,
+            steps=2,
+            guidance=4.0,
+            seed=3,
+            max_batch=max_batch,
+        )
 
     a, b, c = go(8), go(8), go(1)
     acc = a.accounting

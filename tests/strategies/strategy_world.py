@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG
 from noisesearch.testing import StubAdapter
+from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG
 from noisesearch.verifiers.base import CallableVerifier
 
 TARGET = torch.tensor([0.8, 0.3, 0.6])  # the verifier's optimum: this mean colour in the top-left quadrant

@@ -25,8 +25,17 @@ STEPS = 10
 
 def run(strategy: str, model, budget: int, seed: int = 0, prompt: str = "p", max_batch: int = 8, **kw):
     return noisesearch.search(
-        model, prompt, strategy=strategy, strategy_options=OPTIONS.get(strategy, {}), verifier=colour_verifier(),
-        budget=budget, steps=STEPS, guidance=3.0, seed=seed, max_batch=max_batch, **kw,
+        model,
+        prompt,
+        strategy=strategy,
+        strategy_options=OPTIONS.get(strategy, {}),
+        verifier=colour_verifier(),
+        budget=budget,
+        steps=STEPS,
+        guidance=3.0,
+        seed=seed,
+        max_batch=max_batch,
+        **kw,
     )
 
 
@@ -68,7 +77,10 @@ def test_best_score_improves_with_budget(strategy):
     the mean best score over prompts and seeds never falls with budget and is higher at 8x than at 1x."""
     mean_best = []
     for mult in (1, 2, 4, 8):
-        best = [run(strategy, GaussianWorld(), mult * STEPS + 3, seed=100 * i, prompt=f"prompt {i}").best.score for i in range(6)]
+        best = [
+            run(strategy, GaussianWorld(), mult * STEPS + 3, seed=100 * i, prompt=f"prompt {i}").best.score
+            for i in range(6)
+        ]
         mean_best.append(sum(best) / len(best))
     assert all(b >= a - 1e-7 for a, b in zip(mean_best, mean_best[1:])), mean_best
     assert mean_best[-1] > mean_best[0] + 1e-4, mean_best
@@ -79,13 +91,23 @@ def tiny_pipelines():
     from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
     from noisesearch.testing.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
 
-    return {"sd": StableDiffusionAdapter(tiny_sd_pipeline(seed=1)), "sdxl": StableDiffusionXLAdapter(tiny_sdxl_pipeline(seed=1))}
+    return {
+        "sd": StableDiffusionAdapter(tiny_sd_pipeline(seed=1)),
+        "sdxl": StableDiffusionXLAdapter(tiny_sdxl_pipeline(seed=1)),
+    }
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_runs_on_tiny_stable_diffusion_pipelines(strategy, family, tiny_pipelines):
-    r = noisesearch.search(tiny_pipelines[family], "a red circle", strategy=strategy,
-                           strategy_options=OPTIONS.get(strategy, {}), verifier=colour_verifier(), budget=9, steps=4,
-                           guidance=3.0)
+    r = noisesearch.search(
+        tiny_pipelines[family],
+        "a red circle",
+        strategy=strategy,
+        strategy_options=OPTIONS.get(strategy, {}),
+        verifier=colour_verifier(),
+        budget=9,
+        steps=4,
+        guidance=3.0,
+    )
     assert r.accounting.nfe <= 9 and r.best.image.shape[0] == 3

@@ -13,8 +13,17 @@ from noisesearch.testing import StubAdapter
 
 
 def optimise(budget=80, model=None, seed=0, prompt="p", **options):
-    return noisesearch.search(model or GaussianWorld(), prompt, strategy="gradient", strategy_options=options,
-                              verifier=colour_verifier(), budget=budget, steps=10, guidance=3.0, seed=seed)
+    return noisesearch.search(
+        model or GaussianWorld(),
+        prompt,
+        strategy="gradient",
+        strategy_options=options,
+        verifier=colour_verifier(),
+        budget=budget,
+        steps=10,
+        guidance=3.0,
+        seed=seed,
+    )
 
 
 def test_non_differentiable_verifiers_are_refused():
@@ -63,7 +72,9 @@ def test_candidates_are_optimised_independently():
 def test_chi_penalty_is_smallest_on_the_gaussian_shell():
     d = 256
     radii = torch.tensor([8.0, (d - 1) ** 0.5, 24.0])
-    z = torch.nn.functional.normalize(torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)).flatten(1), dim=1)
+    z = torch.nn.functional.normalize(
+        torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)).flatten(1), dim=1
+    )
     z = (z * radii[:, None]).view(3, 4, 8, 8).requires_grad_(True)
     pen = chi_norm_penalty(z)
     assert pen[1] < pen[0] and pen[1] < pen[2]
@@ -77,8 +88,16 @@ def test_adam_runs_too():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"candidates": 0}, {"iterations": 0}, {"optimizer": "lbfgs"}, {"lr": 0.0}, {"momentum": 1.0},
-               {"grad_clip": -1.0}, {"opt_steps": -1}]
+    "kwargs",
+    [
+        {"candidates": 0},
+        {"iterations": 0},
+        {"optimizer": "lbfgs"},
+        {"lr": 0.0},
+        {"momentum": 1.0},
+        {"grad_clip": -1.0},
+        {"opt_steps": -1},
+    ],
 )
 def test_bad_options_are_refused(kwargs):
     with pytest.raises(ValueError):

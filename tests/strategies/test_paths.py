@@ -43,8 +43,15 @@ def test_branches_and_roots_one_step_from_the_end_are_finished():
     plan = PathsSearch(**{**REPORTED, "finish_within": 1}).plan(20)
     assert plan == PathsPlan(start=18, hops=((2, 20),))
     assert PathsSearch(sigma=0.05).plan(20) == PathsPlan(start=20, hops=())  # roots at step 19 -> finished
-    r = noisesearch.search(GaussianWorld(), "p", strategy="paths", strategy_options={**REPORTED, "finish_within": 1},
-                           verifier=colour_score, budget=plan.cost(2, 2), steps=20)
+    r = noisesearch.search(
+        GaussianWorld(),
+        "p",
+        strategy="paths",
+        strategy_options={**REPORTED, "finish_within": 1},
+        verifier=colour_score,
+        budget=plan.cost(2, 2),
+        steps=20,
+    )
     assert len(r.candidates) == 4 and r.accounting.nfe == plan.cost(2, 2)
 
 
@@ -56,8 +63,15 @@ def test_rounding_never_stalls_the_level():
 
 
 def test_sigma_zero_is_best_of_n():
-    r = noisesearch.search(GaussianWorld(), "p", strategy="paths", strategy_options={"sigma": 0.0, "paths": 3},
-                           verifier=colour_score, budget=30, steps=10)
+    r = noisesearch.search(
+        GaussianWorld(),
+        "p",
+        strategy="paths",
+        strategy_options={"sigma": 0.0, "paths": 3},
+        verifier=colour_score,
+        budget=30,
+        steps=10,
+    )
     assert [c.seed for c in r.candidates] == [0, 1, 2] and r.accounting.nfe == 30
 
 
@@ -66,8 +80,17 @@ def test_branches_are_batched_and_compute_matches_the_plan():
     options = {"paths": 2, "branches": 3}
     plan = PathsSearch(**options).plan(20)
     budget = plan.cost(2, 3)
-    r = noisesearch.search(stub, "p", strategy="paths", strategy_options=options, verifier=colour_score,
-                           budget=budget, steps=20, guidance=3.0, max_batch=64)
+    r = noisesearch.search(
+        stub,
+        "p",
+        strategy="paths",
+        strategy_options=options,
+        verifier=colour_score,
+        budget=budget,
+        steps=20,
+        guidance=3.0,
+        max_batch=64,
+    )
     assert r.accounting.nfe == budget
     # one network call per solver step: the N paths together, then all N·M branches of a hop together
     assert stub.calls == plan.start + sum(b - f for f, b in plan.hops)
@@ -85,9 +108,16 @@ def test_survivors_are_the_top_n_previews():
         return s
 
     options = {"paths": 2, "branches": 3, **REPORTED}  # two hops: survivors of the first are the parents
-    r = noisesearch.search(GaussianWorld(), "p", strategy="paths", strategy_options=options,
-                           verifier=CallableVerifier(recording), budget=PathsSearch(**options).plan(20).cost(2, 3),
-                           steps=20, seed=40)
+    r = noisesearch.search(
+        GaussianWorld(),
+        "p",
+        strategy="paths",
+        strategy_options=options,
+        verifier=CallableVerifier(recording),
+        budget=PathsSearch(**options).plan(20).cost(2, 3),
+        steps=20,
+        seed=40,
+    )
     first_branch_seeds = list(range(42, 48))  # after the 2 path seeds 40, 41
     top = {first_branch_seeds[int(i)] for i in torch.topk(previews[0], 2).indices}
     assert {c.info["parent"] for c in r.candidates} == top
@@ -105,7 +135,13 @@ def test_leftover_budget_becomes_plain_samples():
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"paths": 0}, "paths"), ({"sigma": 1.0}, "sigma"), ({"delta_b": 0.05}, "exceed"), ({"finish_within": -1}, "finish_within"), ({"nfe_per_step": 2}, "once per step")],
+    [
+        ({"paths": 0}, "paths"),
+        ({"sigma": 1.0}, "sigma"),
+        ({"delta_b": 0.05}, "exceed"),
+        ({"finish_within": -1}, "finish_within"),
+        ({"nfe_per_step": 2}, "once per step"),
+    ],
 )
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -12,9 +12,18 @@ from noisesearch.testing import StubAdapter
 
 
 def prune(model=None, budget=200, seed=0, prompt="p", max_batch=32, steps=10, **options):
-    return noisesearch.search(model or GaussianWorld(), prompt, strategy="prune", strategy_options=options,
-                              verifier=colour_verifier(), budget=budget, steps=steps, guidance=3.0, seed=seed,
-                              max_batch=max_batch)
+    return noisesearch.search(
+        model or GaussianWorld(),
+        prompt,
+        strategy="prune",
+        strategy_options=options,
+        verifier=colour_verifier(),
+        budget=budget,
+        steps=steps,
+        guidance=3.0,
+        seed=seed,
+        max_batch=max_batch,
+    )
 
 
 @pytest.mark.parametrize("halving", [False, True])
@@ -41,8 +50,9 @@ def test_too_small_a_budget_is_random_search_on_the_same_seeds():
     s = PruneSearch()
     assert s.plan(30, 10) == PrunePlan(0, (), 3)  # B = 3, and only 3 noises could be screened
     a = prune(budget=30)
-    r = noisesearch.search(GaussianWorld(), "p", strategy="random", verifier=colour_verifier(), budget=30, steps=10,
-                           guidance=3.0)
+    r = noisesearch.search(
+        GaussianWorld(), "p", strategy="random", verifier=colour_verifier(), budget=30, steps=10, guidance=3.0
+    )
     assert [c.seed for c in a.candidates] == [c.seed for c in r.candidates]
     assert torch.equal(a.scores, r.scores)
 
@@ -78,8 +88,16 @@ def test_prune_beats_random_search_at_equal_nfes_on_a_world_where_lookahead_is_i
     wins, diff = 0.0, 0.0
     for i in range(8):
         p = prune(budget=400, seed=100 * i, prompt=f"prompt {i}").best.score
-        r = noisesearch.search(GaussianWorld(), f"prompt {i}", strategy="random", verifier=colour_verifier(),
-                               budget=400, steps=10, guidance=3.0, seed=100 * i).best.score
+        r = noisesearch.search(
+            GaussianWorld(),
+            f"prompt {i}",
+            strategy="random",
+            verifier=colour_verifier(),
+            budget=400,
+            steps=10,
+            guidance=3.0,
+            seed=100 * i,
+        ).best.score
         wins += (p > r) + 0.5 * (p == r)
         diff += p - r
     assert diff > 0 and wins >= 5

@@ -8,8 +8,8 @@ from strategy_world import GaussianWorld, colour_score
 
 from noisesearch.core import CoreConfig, DenoisingCore
 from noisesearch.engine import SearchContext
-from noisesearch.verifiers.base import as_verifier
 from noisesearch.strategies.self_consistency import SelfConsistency, pixel_features
+from noisesearch.verifiers.base import as_verifier
 
 
 def test_similarity_of_identical_and_inverted_images():

@@ -13,8 +13,16 @@ from noisesearch.strategies.smc import SMCSearch, effective_sample_size, potenti
 
 
 def smc(prompt="p", seed=0, budget=160, **options):
-    return noisesearch.search(GaussianWorld(), prompt, strategy="smc", strategy_options=options,
-                              verifier=colour_verifier(), budget=budget, steps=10, seed=seed)
+    return noisesearch.search(
+        GaussianWorld(),
+        prompt,
+        strategy="smc",
+        strategy_options=options,
+        verifier=colour_verifier(),
+        budget=budget,
+        steps=10,
+        seed=seed,
+    )
 
 
 def test_effective_sample_size_matches_the_formula():
@@ -101,9 +109,10 @@ def test_particles_are_chunked_into_batches_when_asked():
 def test_standardized_rewards_make_the_potential_scale_free():
     """Multiplying the verifier's scores by 1000 changes nothing with standardised rewards: same
     resampling, same particles; with FK's raw rewards it does."""
+    from strategy_world import colour_score
+
     from noisesearch.strategies.smc import standardized
     from noisesearch.verifiers.base import CallableVerifier
-    from strategy_world import colour_score
 
     z = standardized(torch.tensor([1.0, 2.0, 3.0, -math.inf], dtype=torch.float64))
     assert torch.allclose(z[:3], torch.tensor([-1.2247, 0.0, 1.2247], dtype=torch.float64), atol=1e-4)
@@ -112,8 +121,16 @@ def test_standardized_rewards_make_the_potential_scale_free():
 
     def run(scale, **options):
         v = CallableVerifier(lambda im, p: scale * colour_score(im, p), name=f"colour x{scale}")
-        return noisesearch.search(GaussianWorld(), "p", strategy="smc", strategy_options={"resample_every": 2, **options},
-                                  verifier=v, budget=160, steps=10, seed=3)
+        return noisesearch.search(
+            GaussianWorld(),
+            "p",
+            strategy="smc",
+            strategy_options={"resample_every": 2, **options},
+            verifier=v,
+            budget=160,
+            steps=10,
+            seed=3,
+        )
 
     a, b = run(1.0), run(1000.0)
     assert [c.info for c in a.candidates] == [c.info for c in b.candidates]
@@ -133,8 +150,17 @@ def test_lookahead_scored_particles_stay_within_the_budget():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"particles": -1}, {"lookahead": -1}, {"potential": "mean"}, {"lam": -1.0}, {"ess_threshold": 1.5},
-               {"start": 0.9, "end": 0.1}, {"resampler": "stratified"}, {"churn": 2.0}]
+    "kwargs",
+    [
+        {"particles": -1},
+        {"lookahead": -1},
+        {"potential": "mean"},
+        {"lam": -1.0},
+        {"ess_threshold": 1.5},
+        {"start": 0.9, "end": 0.1},
+        {"resampler": "stratified"},
+        {"churn": 2.0},
+    ],
 )
 def test_bad_options_are_refused(kwargs):
     with pytest.raises(ValueError):

@@ -12,14 +12,22 @@ from noisesearch.core.seeds import gaussian_like
 from noisesearch.strategies.zero_order import ZeroOrderSearch, neighbours
 from noisesearch.verifiers.base import CallableVerifier
 
-
 #: the community implementation's settings (tt-scale-flux): neighbours at cosine 0.95, no fresh noises per round
 COMMUNITY = {"cosine": 0.95, "fresh": 0}
 
 
 def search(budget=100, verifier=None, **options):
-    return noisesearch.search(GaussianWorld(), "p", strategy="zero-order", strategy_options=options,
-                              verifier=verifier or colour_verifier(), budget=budget, steps=10, guidance=3.0, seed=3)
+    return noisesearch.search(
+        GaussianWorld(),
+        "p",
+        strategy="zero-order",
+        strategy_options=options,
+        verifier=verifier or colour_verifier(),
+        budget=budget,
+        steps=10,
+        guidance=3.0,
+        seed=3,
+    )
 
 
 @pytest.mark.parametrize("cosine", [0.0, 0.5, 0.95, 0.999])
@@ -78,8 +86,16 @@ def test_the_pivot_noise_comes_through_the_prior():
         calls.append(noise.shape[0])
         return noise * 0.5
 
-    r = noisesearch.search(GaussianWorld(), "p", strategy="zero-order", strategy_options=COMMUNITY,
-                           verifier=colour_verifier(), budget=50, steps=10, prior=prior)
+    r = noisesearch.search(
+        GaussianWorld(),
+        "p",
+        strategy="zero-order",
+        strategy_options=COMMUNITY,
+        verifier=colour_verifier(),
+        budget=50,
+        steps=10,
+        prior=prior,
+    )
     pivots = [c for c in r.candidates if c.info["role"] == "pivot"]
     assert calls == [1] * len(pivots) and r.accounting.prior_calls == len(pivots)  # neighbours skip the prior
     pivot, nb = r.candidates[0], r.candidates[1]

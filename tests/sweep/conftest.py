@@ -28,6 +28,13 @@ def forkserver() -> multiprocessing.context.BaseContext:
     """A multiprocessing context whose server has imported noisesearch once (a fresh process each time)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["noisesearch", "noisesearch.sweep", "noisesearch.api", "noisesearch.io.results", "noisesearch.toyworld.verifiers", "sweep_support"]
+        [
+            "noisesearch",
+            "noisesearch.sweep",
+            "noisesearch.api",
+            "noisesearch.io.results",
+            "noisesearch.toyworld.verifiers",
+            "sweep_support",
+        ]
     )
     return ctx

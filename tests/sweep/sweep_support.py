@@ -91,7 +91,16 @@ def write_stub_config(folder: Path, prompts: Sequence[str] = PROMPTS, **override
     }
     keys.update(overrides)
     lines = [f"{k} = {_toml_value(v)}" for k, v in keys.items() if v is not None]
-    lines += ["", "[[strategies]]", 'name = "random"', "", "[[strategies]]", 'name = "random"', 'label = "random-r1"', "round_size = 1"]
+    lines += [
+        "",
+        "[[strategies]]",
+        'name = "random"',
+        "",
+        "[[strategies]]",
+        'name = "random"',
+        'label = "random-r1"',
+        "round_size = 1",
+    ]
     path = folder / "sweep.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -27,7 +27,12 @@ def test_stub_config_loads_and_resolves_the_prompts_path(tmp_path: Path) -> None
 
 def test_round_trip_through_plain_data() -> None:
     cfg = SweepConfig.from_dict(
-        base(strategies=["random", {"name": "random", "round_size": 2}], eval_verifiers=["ground_truth"], guidance=3, steps=10)
+        base(
+            strategies=["random", {"name": "random", "round_size": 2}],
+            eval_verifiers=["ground_truth"],
+            guidance=3,
+            steps=10,
+        )
     )
     again = SweepConfig.from_dict(cfg.to_dict())
     assert again == cfg and isinstance(again.guidance, float)
@@ -97,7 +102,9 @@ def test_registry_names_are_checked_with_choices(overrides: dict, needle: str) -
 def test_keys_are_stable_and_follow_the_configuration(tmp_path: Path) -> None:
     # a golden value: a key must not change between versions unless KEY_VERSION is bumped
     assert row_key({"prompt": "a red circle", "budget_nfe": 10}) == "0e6e5da5919f0f6db29069088ce7afc2"
-    assert row_key({"budget_nfe": 10, "prompt": "a red circle"}) == row_key({"prompt": "a red circle", "budget_nfe": 10})
+    assert row_key({"budget_nfe": 10, "prompt": "a red circle"}) == row_key(
+        {"prompt": "a red circle", "budget_nfe": 10}
+    )
     cfg = SweepConfig.from_toml(write_stub_config(tmp_path))
     items = plan(cfg)
     assert len(items) == 4 * 2 * 2 and len({it.key for it in items}) == len(items)

@@ -47,8 +47,13 @@ def test_two_gloo_processes_split_and_merge(reference, forkserver, tmp_path: Pat
     procs = []
     for rank in range(2):
         env = {
-            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "OMP_NUM_THREADS": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
         }
         p = forkserver.Process(target=sweep_support.run_sweep, args=(str(config), str(out), env))
         p.start()
@@ -79,9 +84,25 @@ def test_accelerate_launch_two_cpu_processes(reference, tmp_path: Path) -> None:
     cmd = [
         # accelerate 1.x runs `--cpu` as ONE process unless MPI is set up; its torchrun-based launcher
         # (--multi_gpu) starts two, and with no GPU the sweep joins them in a gloo group
-        launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-        "-m", "noisesearch", "sweep", str(config), "--out", str(out),
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "noisesearch",
+        "sweep",
+        str(config),
+        "--out",
+        str(out),
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -30,7 +30,12 @@ def complete_lines(out: Path) -> int:
 
 
 def kill_at_random_points(
-    start: Callable[[], Callable[[], None]], is_alive: Callable[[], bool], out: Path, rows: int, rng: random.Random, kills: int
+    start: Callable[[], Callable[[], None]],
+    is_alive: Callable[[], bool],
+    out: Path,
+    rows: int,
+    rng: random.Random,
+    kills: int,
 ) -> list[str]:
     """Starts a sweep ``kills`` times and SIGKILLs it: once during start-up, then a few rows in, at a random moment."""
     log = []

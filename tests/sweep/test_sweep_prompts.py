@@ -17,8 +17,13 @@ def test_txt_skips_blank_and_comment_lines(tmp_path: Path) -> None:
 
 def test_drawbench_style_csv_with_extra_columns_and_bom(tmp_path: Path) -> None:
     f = tmp_path / "drawbench.csv"
-    f.write_bytes('\ufeffPrompts,Category,Note\n"A red colored car.",Colors,x\n"A cube, on a sphere",Positional,\n ,Empty,\n'.encode())
-    assert load_prompt_file(f) == [PromptItem("A red colored car.", "Colors"), PromptItem("A cube, on a sphere", "Positional")]
+    f.write_bytes(
+        '\ufeffPrompts,Category,Note\n"A red colored car.",Colors,x\n"A cube, on a sphere",Positional,\n ,Empty,\n'.encode()
+    )
+    assert load_prompt_file(f) == [
+        PromptItem("A red colored car.", "Colors"),
+        PromptItem("A cube, on a sphere", "Positional"),
+    ]
 
 
 def test_csv_named_column(tmp_path: Path) -> None:
@@ -54,7 +59,9 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(PromptError, match="cannot read prompts file"):
         load_prompt_file(binary)
-    with pytest.raises(PromptError, match="neither a prompts file .* nor a built-in set; built-in sets: toyworld-heldout"):
+    with pytest.raises(
+        PromptError, match="neither a prompts file .* nor a built-in set; built-in sets: toyworld-heldout"
+    ):
         load_prompts("no-such-set")
 
 

@@ -20,8 +20,14 @@ from noisesearch.sweep_report import aggregate, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 #: appended to a copy of the page: after load, counts the images and those that decoded
 IMAGE_CHECK = """<script>
@@ -107,7 +113,8 @@ def test_html_renders_in_headless_chromium(reference, tmp_path: Path, embed: boo
         shot = tmp_path / "shot.png"
         subprocess.run(
             [str(chromium), *flags, "--window-size=1280,1600", f"--screenshot={shot}", files.html.as_uri()],
-            capture_output=True, timeout=240,
+            capture_output=True,
+            timeout=240,
         )
         pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
         assert pixels.std() > 10 and (np.abs(pixels[:, 0] - pixels[:, 2]) > 60).mean() > 0.0002

@@ -129,27 +129,31 @@ def test_extending_a_sweep_runs_only_the_new_rows(reference, tmp_path: Path) -> 
 
 def test_budget_below_one_sample_is_a_clear_error(tmp_path: Path) -> None:
     config = write_stub_config(tmp_path, budgets=[5])
-    with pytest.raises(ValueError, match=r"'budgets': \[5\] NFEs is less than one full sample of model 'stub' \(10 steps\)"):
+    with pytest.raises(
+        ValueError, match=r"'budgets': \[5\] NFEs is less than one full sample of model 'stub' \(10 steps\)"
+    ):
         noisesearch.sweep(config, tmp_path / "out")
 
 
 def test_ground_truth_is_an_evaluation_metric(tmp_path: Path) -> None:
     pytest.importorskip("noisesearch.toyworld.evaluator")
-    config = write_stub_config(tmp_path, prompts=PROMPTS[:2], eval_verifiers=["ground_truth", "test-contrast"], budgets=[10])
+    config = write_stub_config(
+        tmp_path, prompts=PROMPTS[:2], eval_verifiers=["ground_truth", "test-contrast"], budgets=[10]
+    )
     summary = noisesearch.sweep(config, tmp_path / "out")
     rows = read_jsonl(summary.results_path)
     assert {r["eval"]["ground_truth"] for r in rows} <= {0.0, 1.0} and len(rows) == 4
     assert all(t["eval"]["ground_truth"] in (0.0, 1.0) for r in rows for t in r["top"])
     bad = write_stub_config(tmp_path / "bad", prompts=["a photo of a cat"], eval_verifiers=["ground_truth"])
-    with pytest.raises(ValueError, match="'ground_truth' judges embedded-world prompts only, and 'a photo of a cat' is not one"):
+    with pytest.raises(
+        ValueError, match="'ground_truth' judges embedded-world prompts only, and 'a photo of a cat' is not one"
+    ):
         noisesearch.sweep(bad, tmp_path / "out2")
 
 
 @pytest.mark.slow  # ~20 s: builds a random-weight diffusers pipeline
 def test_a_tiny_diffusers_pipeline_runs_in_a_sweep(tmp_path: Path) -> None:
-    config = write_stub_config(
-        tmp_path, prompts=PROMPTS[:1], models=["tiny-random-sd"], steps=2, budgets=[4], top_k=1
-    )
+    config = write_stub_config(tmp_path, prompts=PROMPTS[:1], models=["tiny-random-sd"], steps=2, budgets=[4], top_k=1)
     rows = read_jsonl(noisesearch.sweep(config, tmp_path / "out").results_path)
     assert len(rows) == 2 and all(r["accounting"]["nfe"] == 4 and r["sampling"]["steps"] == 2 for r in rows)
     assert all((tmp_path / "out" / r["image"]).exists() for r in rows)
@@ -160,7 +164,9 @@ runner = CliRunner()
 
 def test_cli_sweep_dry_run_run_and_report(reference, tmp_path: Path) -> None:
     config, _, rows = reference
-    dry = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "out"), "--dry-run"], catch_exceptions=False)
+    dry = runner.invoke(
+        app, ["sweep", str(config), "--out", str(tmp_path / "out"), "--dry-run"], catch_exceptions=False
+    )
     assert dry.exit_code == 0 and f"{len(rows)} rows = 4 prompts x 1 models x 2 strategies" in dry.output
     run = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "out")], catch_exceptions=False)
     assert run.exit_code == 0, run.output

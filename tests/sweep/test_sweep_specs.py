@@ -51,7 +51,10 @@ def test_verifier_entries_are_spec_text_or_tables_kept_as_canonical_text():
                 {"name": "test-scaled", "scale": 2.0},
                 "rank-ensemble(verifiers=[toyclip,test-scaled(scale=3)])",
             ],
-            eval_verifiers=["ground_truth", {"name": "rank-ensemble", "verifiers": ["toyclip", {"name": "test-scaled", "scale": -1}]}],
+            eval_verifiers=[
+                "ground_truth",
+                {"name": "rank-ensemble", "verifiers": ["toyclip", {"name": "test-scaled", "scale": -1}]},
+            ],
         )
     )
     assert cfg.search_verifiers == (
@@ -78,9 +81,15 @@ def test_plain_names_keep_their_row_keys():
     cfg = SweepConfig.from_dict(base(eval_verifiers=["toyrelation", "ground_truth"]))
     item = plan(cfg)[0]
     identity = {
-        "prompt": item.prompt.text, "model": "toyworld", "strategy": {"name": "random", "options": {}},
-        "search_verifier": "toyclip", "budget_nfe": 20, "seed": 0, "sampling": item.identity["sampling"],
-        "eval_verifiers": ["ground_truth", "toyrelation"], "top_k": 1,
+        "prompt": item.prompt.text,
+        "model": "toyworld",
+        "strategy": {"name": "random", "options": {}},
+        "search_verifier": "toyclip",
+        "budget_nfe": 20,
+        "seed": 0,
+        "sampling": item.identity["sampling"],
+        "eval_verifiers": ["ground_truth", "toyrelation"],
+        "top_k": 1,
     }
     assert KEY_VERSION == 1 and item.key == row_key(identity)
 
@@ -88,9 +97,15 @@ def test_plain_names_keep_their_row_keys():
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        ({"search_verifiers": ["clipscore(model=ViT-B-32"]}, "'search_verifiers': verifier spec 'clipscore(model=ViT-B-32': at character 25"),
+        (
+            {"search_verifiers": ["clipscore(model=ViT-B-32"]},
+            "'search_verifiers': verifier spec 'clipscore(model=ViT-B-32': at character 25",
+        ),
         ({"search_verifiers": [{"model": "ViT-B-32"}]}, "'search_verifiers': a verifier table needs a 'name'"),
-        ({"eval_verifiers": [{"name": "clipscore", "model": ["a", {"x": 1}]}]}, "'eval_verifiers': a verifier table needs a 'name'"),
+        (
+            {"eval_verifiers": [{"name": "clipscore", "model": ["a", {"x": 1}]}]},
+            "'eval_verifiers': a verifier table needs a 'name'",
+        ),
     ],
 )
 def test_bad_spec_syntax_fails_when_the_config_loads(overrides, needle):
@@ -102,11 +117,19 @@ def test_bad_spec_syntax_fails_when_the_config_loads(overrides, needle):
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        ({"search_verifiers": ["test-scaled(scael=2)"]}, "'search_verifiers': verifier 'test-scaled' has no option scael; its options are: scale"),
+        (
+            {"search_verifiers": ["test-scaled(scael=2)"]},
+            "'search_verifiers': verifier 'test-scaled' has no option scael; its options are: scale",
+        ),
         ({"search_verifiers": ["test-scaled(scale=0)"]}, "'search_verifiers': scale must not be 0"),
-        ({"eval_verifiers": ["rank-ensemble(verifiers=[toyclip,toyrelation(path=1)])"]},
-         "'eval_verifiers': rank-ensemble member 2 (toyrelation): verifier 'toyrelation' option 'path' takes text"),
-        ({"eval_verifiers": ["zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1])"]}, "2 member verifier(s) but 1 weight(s)"),
+        (
+            {"eval_verifiers": ["rank-ensemble(verifiers=[toyclip,toyrelation(path=1)])"]},
+            "'eval_verifiers': rank-ensemble member 2 (toyrelation): verifier 'toyrelation' option 'path' takes text",
+        ),
+        (
+            {"eval_verifiers": ["zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1])"]},
+            "2 member verifier(s) but 1 weight(s)",
+        ),
         ({"eval_verifiers": ["ground_truth(strict=true)"]}, "'ground_truth' takes no options"),
         ({"search_verifiers": ["ground_truth"]}, "'search_verifiers': unknown verifier 'ground_truth'"),
     ],
@@ -159,12 +182,14 @@ def test_a_sweep_runs_verifiers_with_options_as_separate_rows(tmp_path):
 def test_strategy_entries_take_a_prior_that_is_part_of_the_row_key(tmp_path):
     (tmp_path / "my-npnet.safetensors").write_bytes(b"")
     cfg = SweepConfig.from_dict(
-        base(strategies=[
-            "random",
-            {"name": "random", "prior": "npnet"},
-            {"name": "random", "prior": "npnet", "npnet_checkpoint": "my-npnet.safetensors"},
-            {"name": "zero-order", "neighbors": 2, "prior": "none"},
-        ]),
+        base(
+            strategies=[
+                "random",
+                {"name": "random", "prior": "npnet"},
+                {"name": "random", "prior": "npnet", "npnet_checkpoint": "my-npnet.safetensors"},
+                {"name": "zero-order", "neighbors": 2, "prior": "none"},
+            ]
+        ),
         base_dir=tmp_path,
     )
     plain, golden, own, zo = cfg.strategies
@@ -186,8 +211,16 @@ def test_strategy_entries_take_a_prior_that_is_part_of_the_row_key(tmp_path):
     "entry, models, needle",
     [
         ({"name": "random", "prior": "golden"}, ["toyworld"], "unknown prior 'golden'; choose one of: none, npnet"),
-        ({"name": "random", "npnet_checkpoint": "x.safetensors"}, ["toyworld"], "'npnet_checkpoint' needs prior = \"npnet\""),
-        ({"name": "random", "prior": "npnet", "npnet_checkpoint": 3}, ["toyworld"], "'npnet_checkpoint' must be a file path"),
+        (
+            {"name": "random", "npnet_checkpoint": "x.safetensors"},
+            ["toyworld"],
+            "'npnet_checkpoint' needs prior = \"npnet\"",
+        ),
+        (
+            {"name": "random", "prior": "npnet", "npnet_checkpoint": 3},
+            ["toyworld"],
+            "'npnet_checkpoint' must be a file path",
+        ),
     ],
 )
 def test_bad_priors_fail_when_the_config_loads(entry, models, needle):
@@ -199,10 +232,16 @@ def test_bad_priors_fail_when_the_config_loads(entry, models, needle):
 @pytest.mark.parametrize(
     "entry, models, needle",
     [
-        ({"name": "random", "prior": "npnet", "npnet_checkpoint": "/no/such/npnet.safetensors"}, ["toyworld"],
-         "npnet_checkpoint '/no/such/npnet.safetensors' is not a file"),
-        ({"name": "random", "prior": "npnet"}, ["toyworld", "stabilityai/sdxl-turbo"],
-         "an NPNet ships only for model 'toyworld'; give npnet_checkpoint = PATH for 'stabilityai/sdxl-turbo'"),
+        (
+            {"name": "random", "prior": "npnet", "npnet_checkpoint": "/no/such/npnet.safetensors"},
+            ["toyworld"],
+            "npnet_checkpoint '/no/such/npnet.safetensors' is not a file",
+        ),
+        (
+            {"name": "random", "prior": "npnet"},
+            ["toyworld", "stabilityai/sdxl-turbo"],
+            "an NPNet ships only for model 'toyworld'; give npnet_checkpoint = PATH for 'stabilityai/sdxl-turbo'",
+        ),
     ],
 )
 def test_priors_are_checked_before_the_sweep_writes_anything(tmp_path, entry, models, needle):
@@ -226,8 +265,15 @@ def test_a_prior_row_searches_from_golden_noises_at_the_same_nfes(tmp_path, toyw
 
     prompt = "a red circle left of a blue square"
     cfg = SweepConfig.from_dict(
-        base(prompts=str(tmp_path / "p.txt"), prompt_limit=None, budgets=[4], steps=2, top_k=1, search_verifiers=["toyclip"],
-             strategies=["random", {"name": "random", "prior": "npnet"}])
+        base(
+            prompts=str(tmp_path / "p.txt"),
+            prompt_limit=None,
+            budgets=[4],
+            steps=2,
+            top_k=1,
+            search_verifiers=["toyclip"],
+            strategies=["random", {"name": "random", "prior": "npnet"}],
+        )
     )
     (tmp_path / "p.txt").write_text(prompt + "\n")
     rows = read_jsonl(noisesearch.sweep(cfg, tmp_path / "out", model_factory=lambda name: toyworld).results_path)
@@ -237,8 +283,9 @@ def test_a_prior_row_searches_from_golden_noises_at_the_same_nfes(tmp_path, toyw
     assert (plain["accounting"]["prior_calls"], golden["accounting"]["prior_calls"]) == (0, 2)
     assert plain["prior"] is None and golden["prior"] == {"name": "npnet", "checkpoint": None}
     # the prior row equals a direct search that starts from the shipped NPNet's golden noises
-    direct = noisesearch.search(toyworld, prompt, verifier="toyclip", candidates=2, steps=2,
-                                prior=NPNetPrior(load_cached(TOYWORLD_NPNET)))
+    direct = noisesearch.search(
+        toyworld, prompt, verifier="toyclip", candidates=2, steps=2, prior=NPNetPrior(load_cached(TOYWORLD_NPNET))
+    )
     assert golden["search_score"] == pytest.approx(direct.best.score, abs=1e-6)
     assert golden["best_seed"] == direct.best.seed
     scores = json.dumps([plain["search_score"], golden["search_score"]])

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld.training.verifiers import detection_targets, recolor
 from noisesearch.toyworld.verifiers import (
     COLOR_NAMES,
     SHAPE_NAMES,
@@ -19,7 +20,6 @@ from noisesearch.toyworld.verifiers import (
     decode,
     satisfaction_log_prob,
 )
-from noisesearch.toyworld.training.verifiers import detection_targets, recolor
 
 CFG = ToyDetectConfig()
 
@@ -57,8 +57,12 @@ def _brute_force(det: Detections, row: int, spec: grammar.PromptSpec) -> float:
             ka = next(k for c, s, k in present if (c, s) == (a.color, a.shape))
             kb = next(k for c, s, k in present if (c, s) == (b.color, b.shape))
             xa, xb = det.xy[row, ka].tolist(), det.xy[row, kb].tolist()
-            delta = {"left of": xb[0] - xa[0], "right of": xa[0] - xb[0],
-                     "above": xb[1] - xa[1], "below": xa[1] - xb[1]}[spec.relation]
+            delta = {
+                "left of": xb[0] - xa[0],
+                "right of": xa[0] - xb[0],
+                "above": xb[1] - xa[1],
+                "below": xa[1] - xb[1],
+            }[spec.relation]
             prob *= 1 / (1 + math.exp(-(delta - CFG.relation_margin) / CFG.relation_temperature))
         total += prob
     return total
@@ -66,8 +70,14 @@ def _brute_force(det: Detections, row: int, spec: grammar.PromptSpec) -> float:
 
 @pytest.mark.parametrize(
     "prompt",
-    ["a red circle", "two blue squares", "three green triangles", "a red circle and a blue square",
-     "a yellow square left of a purple circle", "an orange triangle below a green circle"],
+    [
+        "a red circle",
+        "two blue squares",
+        "three green triangles",
+        "a red circle and a blue square",
+        "a yellow square left of a purple circle",
+        "an orange triangle below a green circle",
+    ],
 )
 def test_scorer_equals_brute_force_enumeration(prompt):
     spec = grammar.parse(prompt)
@@ -124,8 +134,10 @@ def test_decode_finds_peaks_positions_and_colours():
     torch.testing.assert_close(det.xy[0, 0], torch.tensor([(3 + 0.5 + 0.25) / g, (4 + 0.5 - 0.25) / g]))
     assert COLOR_NAMES[int(det.color[0, 0].argmax())] == "purple" and det.color[0, 0].max() > 0.99
     assert SHAPE_NAMES[int(det.shape[0, 0].argmax())] == "triangle"
-    assert det.objects(0) == [("purple", "triangle", pytest.approx(3.75 / g), pytest.approx(4.25 / g),
-                              pytest.approx(float(det.p[0, 0]))), pytest.approx(det.objects(0)[1])]
+    assert det.objects(0) == [
+        ("purple", "triangle", pytest.approx(3.75 / g), pytest.approx(4.25 / g), pytest.approx(float(det.p[0, 0]))),
+        pytest.approx(det.objects(0)[1]),
+    ]
 
 
 def test_detection_targets_agree_with_the_render():

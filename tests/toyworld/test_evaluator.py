@@ -12,7 +12,6 @@ from noisesearch.toyworld import evaluator as ev
 from noisesearch.toyworld import grammar as g
 from noisesearch.toyworld.scenes import BACKGROUND, COLORS, SHAPES, Obj, Scene, render
 
-
 Case = tuple[str, str, np.ndarray, bool, str]  # category, kind, clean render, expected, prompt
 
 
@@ -66,8 +65,14 @@ def test_clean_accuracy_on_heldout_sample_and_every_negative_kind_rejected(cases
         assert correct[cat] / total[cat] >= 0.98, (cat, correct[cat], total[cat])
     kinds = {k for _, k, _, e, _ in cases if not e}
     assert kinds == {
-        "change_color", "change_shape", "swap_colors", "swap_objects", "count_minus", "count_plus",
-        "extra_object", "missing_object",
+        "change_color",
+        "change_shape",
+        "swap_colors",
+        "swap_objects",
+        "count_minus",
+        "count_plus",
+        "extra_object",
+        "missing_object",
     }
     assert wrongly_accepted == []
 

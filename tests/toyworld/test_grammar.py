@@ -17,20 +17,20 @@ def _specs(n: int, split: str, seed: int = 0) -> list[g.PromptSpec]:
 
 
 def test_captions_of_the_brief() -> None:
-    O = g.ObjectSpec
-    assert g.caption(g.PromptSpec("shape", (O("red", "circle"),))) == "a red circle"
-    assert g.caption(g.PromptSpec("color_binding", (O("red", "circle"), O("blue", "square")))) == (
+    Obj = g.ObjectSpec
+    assert g.caption(g.PromptSpec("shape", (Obj("red", "circle"),))) == "a red circle"
+    assert g.caption(g.PromptSpec("color_binding", (Obj("red", "circle"), Obj("blue", "square")))) == (
         "a red circle and a blue square"
     )
-    assert g.caption(g.PromptSpec("spatial", (O("red", "circle"), O("blue", "square")), "left of")) == (
+    assert g.caption(g.PromptSpec("spatial", (Obj("red", "circle"), Obj("blue", "square")), "left of")) == (
         "a red circle left of a blue square"
     )
-    assert g.caption(g.PromptSpec("spatial", (O("green", "square"), O("purple", "circle")), "above")) == (
+    assert g.caption(g.PromptSpec("spatial", (Obj("green", "square"), Obj("purple", "circle")), "above")) == (
         "a green square above a purple circle"
     )
-    assert g.caption(g.PromptSpec("counting", (O("yellow", "triangle", 2),))) == "two yellow triangles"
-    assert g.caption(g.PromptSpec("counting", (O("blue", "circle", 3),))) == "three blue circles"
-    assert g.caption(g.PromptSpec("shape", (O("orange", "square"),))) == "an orange square"
+    assert g.caption(g.PromptSpec("counting", (Obj("yellow", "triangle", 2),))) == "two yellow triangles"
+    assert g.caption(g.PromptSpec("counting", (Obj("blue", "circle", 3),))) == "three blue circles"
+    assert g.caption(g.PromptSpec("shape", (Obj("orange", "square"),))) == "an orange square"
 
 
 @pytest.mark.parametrize("category", g.CATEGORIES)
@@ -81,17 +81,17 @@ def test_parse_error_lists_valid_words() -> None:
 
 
 def test_spec_validation() -> None:
-    O = g.ObjectSpec
+    Obj = g.ObjectSpec
     with pytest.raises(ValueError, match="category"):
-        g.PromptSpec("size", (O("red", "circle"),))
+        g.PromptSpec("size", (Obj("red", "circle"),))
     with pytest.raises(ValueError, match="relation"):
-        g.PromptSpec("spatial", (O("red", "circle"), O("blue", "square")))
+        g.PromptSpec("spatial", (Obj("red", "circle"), Obj("blue", "square")))
     with pytest.raises(ValueError, match="relation"):
-        g.PromptSpec("shape", (O("red", "circle"),), "above")
+        g.PromptSpec("shape", (Obj("red", "circle"),), "above")
     with pytest.raises(ValueError, match="counting"):
-        g.PromptSpec("counting", (O("red", "circle", 1),))
+        g.PromptSpec("counting", (Obj("red", "circle", 1),))
     with pytest.raises(ValueError, match="count"):
-        O("red", "circle", 4)
+        Obj("red", "circle", 4)
 
 
 def test_vocabulary_is_sorted_and_complete() -> None:
@@ -134,9 +134,7 @@ def test_heldout_prompts_properties() -> None:
             alt = ((s.objects[1], s.objects[0]), inverse[s.relation])
             assert key not in canon and alt not in canon
             canon.add(key)
-    assert Counter(g.parse(t).relation for c, t in prompts if c == "spatial") == Counter(
-        {r: 24 for r in g.RELATIONS}
-    )
+    assert Counter(g.parse(t).relation for c, t in prompts if c == "spatial") == Counter({r: 24 for r in g.RELATIONS})
 
 
 def test_train_split_never_emits_heldout_and_categories_balanced() -> None:
@@ -184,13 +182,15 @@ def test_sample_scene_satisfies_spec_with_clear_margins() -> None:
 
 
 def test_satisfies_spec_rejects_mismatches() -> None:
-    O = g.ObjectSpec
-    spec = g.PromptSpec("spatial", (O("red", "circle"), O("blue", "square")), "left of")
+    Obj = g.ObjectSpec
+    spec = g.PromptSpec("spatial", (Obj("red", "circle"), Obj("blue", "square")), "left of")
     scene = g.sample_scene(spec, np.random.default_rng(7))
     assert g.satisfies_spec(scene, spec)
     assert not g.satisfies_spec(scene, g.PromptSpec("spatial", spec.objects, "right of"))
-    assert not g.satisfies_spec(scene, g.PromptSpec("spatial", (O("blue", "circle"), O("red", "square")), "left of"))
+    assert not g.satisfies_spec(
+        scene, g.PromptSpec("spatial", (Obj("blue", "circle"), Obj("red", "square")), "left of")
+    )
     assert g.satisfies_spec(scene, g.PromptSpec("color_binding", spec.objects))
-    assert not g.satisfies_spec(scene, g.PromptSpec("shape", (O("red", "circle"),)))  # extra object
-    two = g.sample_scene(g.PromptSpec("counting", (O("green", "triangle", 2),)), np.random.default_rng(8))
-    assert not g.satisfies_spec(two, g.PromptSpec("counting", (O("green", "triangle", 3),)))
+    assert not g.satisfies_spec(scene, g.PromptSpec("shape", (Obj("red", "circle"),)))  # extra object
+    two = g.sample_scene(g.PromptSpec("counting", (Obj("green", "triangle", 2),)), np.random.default_rng(8))
+    assert not g.satisfies_spec(two, g.PromptSpec("counting", (Obj("green", "triangle", 3),)))

@@ -110,8 +110,11 @@ def _check_pipeline_folder(folder: Path, steps: int = 2) -> None:
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     assert size == 32
     out = pipe(
-        ["a red circle", "two blue squares"], num_inference_steps=steps, guidance_scale=4.0,
-        generator=torch.Generator().manual_seed(0), output_type="np",
+        ["a red circle", "two blue squares"],
+        num_inference_steps=steps,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
     ).images
     assert out.shape == (2, 32, 32, 3)
     assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1

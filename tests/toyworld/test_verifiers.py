@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from noisesearch.toyworld import grammar, scenes
+from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR as WEIGHTS_DIR
+from noisesearch.toyworld.networks import WordTokenizer
 from noisesearch.toyworld.training.verifiers import (
     QUICK,
     augment,
@@ -19,10 +21,8 @@ from noisesearch.toyworld.training.verifiers import (
     sample_batch,
     sample_negatives,
 )
-from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR as WEIGHTS_DIR
-from noisesearch.toyworld.networks import WordTokenizer
-from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.toyworld.verifiers import load_toy_verifier  # registers the three toy verifiers
+from noisesearch.verifiers import available_verifiers, load_verifier
 
 KINDS = ("toyclip", "toyrelation", "toydetect")
 
@@ -82,7 +82,9 @@ def test_word_tokenizer():
 
 def _shipped(kind: str):
     if not (WEIGHTS_DIR / f"{kind}.safetensors").is_file():
-        pytest.skip(f"{kind} weights not shipped yet ({WEIGHTS_DIR}); run python -m noisesearch.toyworld.training.verifiers")
+        pytest.skip(
+            f"{kind} weights not shipped yet ({WEIGHTS_DIR}); run python -m noisesearch.toyworld.training.verifiers"
+        )
     return load_verifier(kind)
 
 

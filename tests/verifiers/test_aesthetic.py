@@ -5,7 +5,6 @@ L2 normalisation, the linear layers), image by image."""
 
 from __future__ import annotations
 
-
 import json
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import torchvision.transforms.v2.functional as TF
 from safetensors.torch import save_file
 from torchvision.transforms import InterpolationMode
 
+from noisesearch.testing import tiny_open_clip
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.aesthetic import load_aesthetic
-from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-aesthetic-tiny"
 TINY_CFG = {
@@ -128,8 +127,13 @@ def test_missing_head_names_both_sources_option_and_env(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_aesthetic(clip_model=TINY, clip_pretrained=None, cache_dir=tmp_path)
     msg = str(err.value)
-    for needle in (HEAD, "improved-aesthetic-predictor", "trl-lib/ddpo-aesthetic-predictor", "path=",
-                   "NOISESEARCH_AESTHETIC_PATH"):
+    for needle in (
+        HEAD,
+        "improved-aesthetic-predictor",
+        "trl-lib/ddpo-aesthetic-predictor",
+        "path=",
+        "NOISESEARCH_AESTHETIC_PATH",
+    ):
         assert needle in msg
 
 
@@ -151,7 +155,7 @@ def test_the_official_head_layout_loads_strictly(tmp_path):
     assert {k: list(v.shape) for k, v in official_head(768).items()} == {k: s for k, (s, _) in official.items()}
     g = torch.Generator().manual_seed(0)
     torch.save({k: torch.randn(shape, generator=g) for k, (shape, _) in official.items()}, tmp_path / HEAD)
-    from noisesearch.verifiers.aesthetic import PreferenceMLP
     from noisesearch.io.checkpoints import load_strict, load_weights
+    from noisesearch.verifiers.aesthetic import PreferenceMLP
 
     load_strict(PreferenceMLP(768), load_weights(tmp_path / HEAD), tmp_path / HEAD)

@@ -5,15 +5,14 @@ A tiny random-weight open_clip architecture stands in for real checkpoints (no d
 
 from __future__ import annotations
 
-
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
+from noisesearch.testing import tiny_open_clip
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.clip import CLIPScoreVerifier
-from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-tiny-clip"
 TINY_CFG = {
@@ -44,12 +43,14 @@ def _reference(model, tokenizer, images: torch.Tensor, prompts: list[str]) -> to
     """Independent CLIPScore: torchvision's resize/crop/normalise, encode_image/encode_text, 2.5·max(cos, 0)."""
     from torchvision.transforms import v2
 
-    tf = v2.Compose([
-        v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
-        v2.CenterCrop(32),
-        v2.Lambda(lambda x: x.clamp(0, 1)),
-        v2.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD),
-    ])
+    tf = v2.Compose(
+        [
+            v2.Resize(32, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(32),
+            v2.Lambda(lambda x: x.clamp(0, 1)),
+            v2.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD),
+        ]
+    )
     with torch.no_grad():
         img = model.encode_image(torch.stack([tf(x) for x in images]))
         txt = model.encode_text(tokenizer(prompts))

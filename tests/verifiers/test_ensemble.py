@@ -16,8 +16,9 @@ B = torch.tensor([10.0, 40.0, 30.0, 20.0])
 
 def table(values, name, differentiable=False):
     """A verifier returning fixed scores (images are ignored)."""
-    return CallableVerifier(lambda images, prompts: values[: images.shape[0]].clone(), name=name,
-                            differentiable=differentiable)
+    return CallableVerifier(
+        lambda images, prompts: values[: images.shape[0]].clone(), name=name, differentiable=differentiable
+    )
 
 
 IMAGES = torch.zeros(4, 3, 8, 8)
@@ -34,7 +35,9 @@ def test_rank_mean_by_hand():
 
 
 def test_rank_against_a_reference_is_batch_independent():
-    ens = RankEnsemble([table(A, "a"), table(B, "b")], reference=[torch.tensor([0.0, 2.0, 4.0]), torch.tensor([25.0, 35.0])])
+    ens = RankEnsemble(
+        [table(A, "a"), table(B, "b")], reference=[torch.tensor([0.0, 2.0, 4.0]), torch.tensor([25.0, 35.0])]
+    )
     full = ens.score(IMAGES, PROMPTS)
     # A: 3 beats {0, 2} of {0, 2, 4}; B: 10 beats none of {25, 35}
     assert full[0] == pytest.approx((2 / 3 + 0) / 2)
@@ -66,7 +69,10 @@ def test_zscore_is_differentiable_with_respect_to_the_images():
 
 
 def test_ensembles_are_built_from_registered_names_and_drive_a_search():
-    for name, fn in (("test-red", lambda im, p: im[:, 0].mean(dim=(1, 2))), ("test-blue", lambda im, p: im[:, 2].mean(dim=(1, 2)))):
+    for name, fn in (
+        ("test-red", lambda im, p: im[:, 0].mean(dim=(1, 2))),
+        ("test-blue", lambda im, p: im[:, 2].mean(dim=(1, 2))),
+    ):
         try:
             register_verifier(name)(lambda device="cpu", fn=fn, name=name: CallableVerifier(fn, name=name))
         except ValueError:  # already registered by an earlier run in this process

@@ -15,9 +15,9 @@ import torch
 import torchvision.transforms.functional as TV1
 from torchvision.transforms import Compose, InterpolationMode, Normalize, ToTensor
 
+from noisesearch.testing import tiny_open_clip
 from noisesearch.verifiers import available_verifiers, load_verifier
 from noisesearch.verifiers.hps import HPSVerifier, build_architecture, load_hps
-from noisesearch.testing import tiny_open_clip
 
 TINY = "nstest-hps-tiny"
 TINY_CFG = {
@@ -91,8 +91,9 @@ def _reference(model, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         for img, prompt in zip(images, prompts):
             x = transform(img).unsqueeze(0)
             feats = model(x, tok([prompt]))
-            image_features, text_features = (feats["image_features"], feats["text_features"]) if isinstance(
-                feats, dict) else feats[:2]
+            image_features, text_features = (
+                (feats["image_features"], feats["text_features"]) if isinstance(feats, dict) else feats[:2]
+            )
             out.append(torch.diagonal(image_features @ text_features.T))
     return torch.cat(out)
 

@@ -30,8 +30,14 @@ from noisesearch.verifiers.imagereward import (
 VISION = BlipVisionConfig(image_size=32, patch_size=8, width=48, layers=2, heads=2)
 WORDS = ["a", "red", "circle", "two", "blue", "square", "##s", "green", "triangle", "left", "of", "big"]
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS  # + [DEC], [ENC] added by the loader
-TEXT = BlipTextConfig(vocab_size=len(VOCAB) + 2, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=64, max_position_embeddings=40)
+TEXT = BlipTextConfig(
+    vocab_size=len(VOCAB) + 2,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=40,
+)
 PROMPTS = ["a red circle", "two blue squares", "a red circle", "a big green triangle left of a red circle"]
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -39,35 +45,67 @@ MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.2757
 def official_shapes(v: BlipVisionConfig, t: BlipTextConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of the reference ``ImageReward`` module's state dict, by name and shape."""
     n = (v.image_size // v.patch_size) ** 2
-    s = {"blip.visual_encoder.cls_token": (1, 1, v.width), "blip.visual_encoder.pos_embed": (1, n + 1, v.width),
-         "blip.visual_encoder.patch_embed.proj.weight": (v.width, 3, v.patch_size, v.patch_size),
-         "blip.visual_encoder.patch_embed.proj.bias": (v.width,),
-         "blip.visual_encoder.norm.weight": (v.width,), "blip.visual_encoder.norm.bias": (v.width,)}
+    s = {
+        "blip.visual_encoder.cls_token": (1, 1, v.width),
+        "blip.visual_encoder.pos_embed": (1, n + 1, v.width),
+        "blip.visual_encoder.patch_embed.proj.weight": (v.width, 3, v.patch_size, v.patch_size),
+        "blip.visual_encoder.patch_embed.proj.bias": (v.width,),
+        "blip.visual_encoder.norm.weight": (v.width,),
+        "blip.visual_encoder.norm.bias": (v.width,),
+    }
     for i in range(v.layers):
         b = f"blip.visual_encoder.blocks.{i}."
-        s |= {b + "norm1.weight": (v.width,), b + "norm1.bias": (v.width,),
-              b + "attn.qkv.weight": (3 * v.width, v.width), b + "attn.qkv.bias": (3 * v.width,),
-              b + "attn.proj.weight": (v.width, v.width), b + "attn.proj.bias": (v.width,),
-              b + "norm2.weight": (v.width,), b + "norm2.bias": (v.width,),
-              b + "mlp.fc1.weight": (4 * v.width, v.width), b + "mlp.fc1.bias": (4 * v.width,),
-              b + "mlp.fc2.weight": (v.width, 4 * v.width), b + "mlp.fc2.bias": (v.width,)}
+        s |= {
+            b + "norm1.weight": (v.width,),
+            b + "norm1.bias": (v.width,),
+            b + "attn.qkv.weight": (3 * v.width, v.width),
+            b + "attn.qkv.bias": (3 * v.width,),
+            b + "attn.proj.weight": (v.width, v.width),
+            b + "attn.proj.bias": (v.width,),
+            b + "norm2.weight": (v.width,),
+            b + "norm2.bias": (v.width,),
+            b + "mlp.fc1.weight": (4 * v.width, v.width),
+            b + "mlp.fc1.bias": (4 * v.width,),
+            b + "mlp.fc2.weight": (v.width, 4 * v.width),
+            b + "mlp.fc2.bias": (v.width,),
+        }
     h, e = t.hidden_size, "blip.text_encoder.embeddings."
-    s |= {e + "word_embeddings.weight": (t.vocab_size, h), e + "position_embeddings.weight": (t.max_position_embeddings, h),
-          e + "LayerNorm.weight": (h,), e + "LayerNorm.bias": (h,)}
+    s |= {
+        e + "word_embeddings.weight": (t.vocab_size, h),
+        e + "position_embeddings.weight": (t.max_position_embeddings, h),
+        e + "LayerNorm.weight": (h,),
+        e + "LayerNorm.bias": (h,),
+    }
     for i in range(t.num_hidden_layers):
         b = f"blip.text_encoder.encoder.layer.{i}."
         for att, kv in (("attention", h), ("crossattention", v.width)):
-            s |= {f"{b}{att}.self.query.weight": (h, h), f"{b}{att}.self.query.bias": (h,),
-                  f"{b}{att}.self.key.weight": (h, kv), f"{b}{att}.self.key.bias": (h,),
-                  f"{b}{att}.self.value.weight": (h, kv), f"{b}{att}.self.value.bias": (h,),
-                  f"{b}{att}.output.dense.weight": (h, h), f"{b}{att}.output.dense.bias": (h,),
-                  f"{b}{att}.output.LayerNorm.weight": (h,), f"{b}{att}.output.LayerNorm.bias": (h,)}
-        s |= {b + "intermediate.dense.weight": (t.intermediate_size, h), b + "intermediate.dense.bias": (t.intermediate_size,),
-              b + "output.dense.weight": (h, t.intermediate_size), b + "output.dense.bias": (h,),
-              b + "output.LayerNorm.weight": (h,), b + "output.LayerNorm.bias": (h,)}
+            s |= {
+                f"{b}{att}.self.query.weight": (h, h),
+                f"{b}{att}.self.query.bias": (h,),
+                f"{b}{att}.self.key.weight": (h, kv),
+                f"{b}{att}.self.key.bias": (h,),
+                f"{b}{att}.self.value.weight": (h, kv),
+                f"{b}{att}.self.value.bias": (h,),
+                f"{b}{att}.output.dense.weight": (h, h),
+                f"{b}{att}.output.dense.bias": (h,),
+                f"{b}{att}.output.LayerNorm.weight": (h,),
+                f"{b}{att}.output.LayerNorm.bias": (h,),
+            }
+        s |= {
+            b + "intermediate.dense.weight": (t.intermediate_size, h),
+            b + "intermediate.dense.bias": (t.intermediate_size,),
+            b + "output.dense.weight": (h, t.intermediate_size),
+            b + "output.dense.bias": (h,),
+            b + "output.LayerNorm.weight": (h,),
+            b + "output.LayerNorm.bias": (h,),
+        }
     # BLIP_Pretrain's contrastive projections: saved in the file, unused by the reward
-    s |= {"blip.vision_proj.weight": (256, v.width), "blip.vision_proj.bias": (256,),
-          "blip.text_proj.weight": (256, h), "blip.text_proj.bias": (256,)}
+    s |= {
+        "blip.vision_proj.weight": (256, v.width),
+        "blip.vision_proj.bias": (256,),
+        "blip.text_proj.weight": (256, h),
+        "blip.text_proj.bias": (256,),
+    }
     dims = [h, 1024, 128, 64, 16, 1]
     for idx, (i, o) in zip((0, 2, 4, 6, 7), zip(dims[:-1], dims[1:])):
         s |= {f"mlp.layers.{idx}.weight": (o, i), f"mlp.layers.{idx}.bias": (o,)}
@@ -92,7 +130,11 @@ def random_official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch, tmp_path):
-    for var in ("NOISESEARCH_IMAGEREWARD_PATH", "NOISESEARCH_IMAGEREWARD_MED_CONFIG", "NOISESEARCH_BERT_TOKENIZER_PATH"):
+    for var in (
+        "NOISESEARCH_IMAGEREWARD_PATH",
+        "NOISESEARCH_IMAGEREWARD_MED_CONFIG",
+        "NOISESEARCH_BERT_TOKENIZER_PATH",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -106,10 +148,22 @@ def files(tmp_path_factory):
     (d / "ckpt").mkdir()
     sd = random_official_state_dict()
     torch.save(sd, d / "ckpt" / "ImageReward.pt")
-    med = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": TEXT.hidden_size,
-           "intermediate_size": TEXT.intermediate_size, "layer_norm_eps": 1e-12, "max_position_embeddings": 40,
-           "model_type": "bert", "num_attention_heads": 4, "num_hidden_layers": 2, "pad_token_id": 0,
-           "type_vocab_size": 2, "vocab_size": TEXT.vocab_size, "encoder_width": 768, "add_cross_attention": True}
+    med = {
+        "architectures": ["BertModel"],
+        "hidden_act": "gelu",
+        "hidden_size": TEXT.hidden_size,
+        "intermediate_size": TEXT.intermediate_size,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 40,
+        "model_type": "bert",
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "pad_token_id": 0,
+        "type_vocab_size": 2,
+        "vocab_size": TEXT.vocab_size,
+        "encoder_width": 768,
+        "add_cross_attention": True,
+    }
     (d / "ckpt" / "med_config.json").write_text(json.dumps(med))
     return sd, d / "ckpt", d / "tok"
 
@@ -153,8 +207,13 @@ def reference_reward(sd, pixels, ids, att) -> torch.Tensor:
         b = f"blip.text_encoder.encoder.layer.{i}."
         for att_name, kv, m in (("attention", None, mask), ("crossattention", img, None)):
             src = t if kv is None else kv
-            a = _attend(_lin(t, sd, f"{b}{att_name}.self.query"), _lin(src, sd, f"{b}{att_name}.self.key"),
-                        _lin(src, sd, f"{b}{att_name}.self.value"), TEXT.num_attention_heads, m)
+            a = _attend(
+                _lin(t, sd, f"{b}{att_name}.self.query"),
+                _lin(src, sd, f"{b}{att_name}.self.key"),
+                _lin(src, sd, f"{b}{att_name}.self.value"),
+                TEXT.num_attention_heads,
+                m,
+            )
             t = _ln(_lin(a, sd, f"{b}{att_name}.output.dense") + t, sd, f"{b}{att_name}.output.LayerNorm", 1e-12)
         ff = _lin(F.gelu(_lin(t, sd, b + "intermediate.dense")), sd, b + "output.dense")
         t = _ln(ff + t, sd, b + "output.LayerNorm", 1e-12)
@@ -218,8 +277,9 @@ def test_registered_and_loaded_through_the_registry(files, monkeypatch):
     monkeypatch.setattr(ir, "BlipVisionConfig", lambda: VISION)  # the registry builds the default ViT-L
     v = load_verifier("imagereward", path=str(ckpt), tokenizer=str(tok))
     images = torch.rand(2, 3, 32, 32)
-    torch.testing.assert_close(v.score(images, PROMPTS[:2]), reference_scores(sd, tok, images, PROMPTS[:2]),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        v.score(images, PROMPTS[:2]), reference_scores(sd, tok, images, PROMPTS[:2]), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_strict_loading_names_missing_and_unexpected_keys(files, tmp_path):
@@ -268,6 +328,11 @@ def test_the_full_size_model_loads_exactly_the_official_keys():
         model = ImageRewardModel()
     ours = {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in model.state_dict().items()}
     unused = {k for k in OFFICIAL_KEYS if any(k == u or (u.endswith(".") and k.startswith(u)) for u in UNUSED_KEYS)}
-    assert unused == {"blip.text_encoder.embeddings.position_ids", "blip.vision_proj.weight", "blip.vision_proj.bias",
-                      "blip.text_proj.weight", "blip.text_proj.bias"}
+    assert unused == {
+        "blip.text_encoder.embeddings.position_ids",
+        "blip.vision_proj.weight",
+        "blip.vision_proj.bias",
+        "blip.text_proj.weight",
+        "blip.text_proj.bias",
+    }
     assert ours == {k: v for k, v in OFFICIAL_KEYS.items() if k not in unused}

@@ -39,13 +39,21 @@ def _pil(img: torch.Tensor) -> Image.Image:
 def _openai_clip_transform(n_px: int) -> Compose:
     """openai CLIP's ``_transform`` (also open_clip's eval transform, BLIP/ImageReward's and the
     aesthetic predictor's, which uses ``clip.load``'s preprocess)."""
-    return Compose([Resize(n_px, interpolation=InterpolationMode.BICUBIC), CenterCrop(n_px),
-                    lambda im: im.convert("RGB"), ToTensor(), Normalize(CLIP_MEAN, CLIP_STD)])
+    return Compose(
+        [
+            Resize(n_px, interpolation=InterpolationMode.BICUBIC),
+            CenterCrop(n_px),
+            lambda im: im.convert("RGB"),
+            ToTensor(),
+            Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
 
 
 def _clip(mode: str, crop: str = "torchvision") -> CLIPScoreVerifier:
-    return CLIPScoreVerifier(torch.nn.Linear(1, 1), lambda p: p, SIZE, CLIP_MEAN, CLIP_STD,
-                             preprocess_mode=mode, crop=crop)
+    return CLIPScoreVerifier(
+        torch.nn.Linear(1, 1), lambda p: p, SIZE, CLIP_MEAN, CLIP_STD, preprocess_mode=mode, crop=crop
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -71,16 +79,21 @@ def _clip_image_processor():
         from transformers import CLIPImageProcessorPil as Processor
     except ImportError:
         from transformers import CLIPImageProcessor as Processor
-    return Processor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE},
-                     image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    return Processor(
+        size={"shortest_edge": SIZE},
+        crop_size={"height": SIZE, "width": SIZE},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_pickscore_official_mode_is_clip_image_processor(shape):
     u8 = _uint8_images(shape, seed=2)
     ref = _clip_image_processor()(images=[_pil(x) for x in u8], return_tensors="pt")["pixel_values"]
-    v = PickScoreVerifier(torch.nn.Linear(1, 1), lambda p: p, SIZE, CLIP_MEAN, CLIP_STD,
-                          preprocess_mode="official", crop="transformers")
+    v = PickScoreVerifier(
+        torch.nn.Linear(1, 1), lambda p: p, SIZE, CLIP_MEAN, CLIP_STD, preprocess_mode="official", crop="transformers"
+    )
     # transformers rescales and normalises in numpy (float64 scale, then float32): one float32 ulp apart
     torch.testing.assert_close(v.preprocess(u8.float() / 255), ref, atol=1e-6, rtol=0)
 

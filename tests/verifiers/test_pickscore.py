@@ -54,12 +54,27 @@ def folders(tmp_path_factory):
     CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt")).save_pretrained(str(proc))
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(proc))
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=eos + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos,
-                         pad_token_id=eos),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2),
-        projection_dim=16, logit_scale_init_value=2.0,
+        text_config=dict(
+            vocab_size=eos + 1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+        ),
+        projection_dim=16,
+        logit_scale_init_value=2.0,
     )
     torch.manual_seed(0)
     model = CLIPModel(cfg).eval()
@@ -127,8 +142,9 @@ def test_found_in_the_hugging_face_cache(folders, tmp_path):
             (root / "snapshots" / "s1" / f.name).write_bytes(f.read_bytes())
     v = load_pickscore(cache_dir=hub)
     images = torch.rand(2, 3, 32, 32)
-    torch.testing.assert_close(v.score(images, PROMPTS[:2]), reference(model, proc, images, PROMPTS[:2]),
-                               atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        v.score(images, PROMPTS[:2]), reference(model, proc, images, PROMPTS[:2]), atol=1e-4, rtol=1e-5
+    )
 
 
 def test_missing_folders_name_hub_ids_options_and_env(folders, tmp_path):

@@ -32,7 +32,11 @@ from noisesearch.verifiers.spec import VerifierSpec
             "rank-ensemble",
             {"verifiers": ("aesthetic", "clipscore", "imagereward")},
         ),
-        ("zscore-ensemble(verifiers=[a,b], weights=[1,2])", "zscore-ensemble", {"verifiers": ("a", "b"), "weights": (1, 2)}),
+        (
+            "zscore-ensemble(verifiers=[a,b], weights=[1,2])",
+            "zscore-ensemble",
+            {"verifiers": ("a", "b"), "weights": (1, 2)},
+        ),
         (
             "rank-ensemble(verifiers=[clipscore(model=ViT-B-32),toydetect])",
             "rank-ensemble",
@@ -83,8 +87,12 @@ _SCALARS = st.one_of(
 
 
 def _specs(depth: int = 2) -> st.SearchStrategy[VerifierSpec]:
-    values = _SCALARS if depth == 0 else st.one_of(
-        _SCALARS, st.lists(st.one_of(_SCALARS, _specs(depth - 1)), max_size=3).map(tuple), _specs(depth - 1)
+    values = (
+        _SCALARS
+        if depth == 0
+        else st.one_of(
+            _SCALARS, st.lists(st.one_of(_SCALARS, _specs(depth - 1)), max_size=3).map(tuple), _specs(depth - 1)
+        )
     )
     return st.builds(VerifierSpec, _NAMES, st.dictionaries(_KEYS, values, max_size=3))
 
@@ -134,7 +142,9 @@ def never_built():
             raise ValueError(f"scale must be > 0, got {scale}")
 
     @register_verifier("scratch-spec", "test only", validate=validate)
-    def factory(device: str | torch.device = "cpu", scale: float = 1.0, label: str = "", sizes: list[int] | None = None):
+    def factory(
+        device: str | torch.device = "cpu", scale: float = 1.0, label: str = "", sizes: list[int] | None = None
+    ):
         raise AssertionError("validation must not build the verifier")
 
     yield
@@ -145,10 +155,13 @@ def never_built():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("scratch-spec(colour=red)", "verifier 'scratch-spec' has no option colour; its options are: scale, label, sizes"),
+        (
+            "scratch-spec(colour=red)",
+            "verifier 'scratch-spec' has no option colour; its options are: scale, label, sizes",
+        ),
         ("scratch-spec(scale=big)", "option 'scale' takes a number, got big"),
         ("scratch-spec(scale=true)", "option 'scale' takes a number, got true"),
-        ("scratch-spec(label=2023)", 'option \'label\' takes text, got 2023; quote it: label="2023"'),
+        ("scratch-spec(label=2023)", "option 'label' takes text, got 2023; quote it: label=\"2023\""),
         ("scratch-spec(sizes=[1,x])", "option 'sizes' takes a list of integers, got [1,x]"),
         ("scratch-spec(scale=-1)", "scale must be > 0, got -1"),
         ("nope", "unknown verifier 'nope'; choose one of:"),
@@ -164,10 +177,19 @@ def never_built():
             "rank-ensemble member 2 (zscore-ensemble): zscore-ensemble member 2 (toyrelation): verifier 'toyrelation' "
             "option 'path' takes text",
         ),
-        ("rank-ensemble(verifiers='toyclip,nope(')", "rank-ensemble members: verifier spec 'toyclip,nope(': at character 14"),
-        ("rank-ensemble(verifiers=[toyclip,toyrelation], weights=[1,2])", "has no option weights; its options are: verifiers"),
+        (
+            "rank-ensemble(verifiers='toyclip,nope(')",
+            "rank-ensemble members: verifier spec 'toyclip,nope(': at character 14",
+        ),
+        (
+            "rank-ensemble(verifiers=[toyclip,toyrelation], weights=[1,2])",
+            "has no option weights; its options are: verifiers",
+        ),
         ("zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1])", "has 2 member verifier(s) but 1 weight(s)"),
-        ("zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[0,0])", "weights must be numbers >= 0, not all zero"),
+        (
+            "zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[0,0])",
+            "weights must be numbers >= 0, not all zero",
+        ),
         ("zscore-ensemble(verifiers=[toyclip,toyrelation], weights=[1,x])", "takes a list of numbers, got [1,x]"),
         ("rank-ensemble(verifiers=[toyclip,3])", "rank-ensemble member 2"),
     ],

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from noisesearch.testing.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
 from noisesearch.verifiers.base import check_verifier_options, load_verifier
 from noisesearch.verifiers.ensemble import make_ensemble
 from noisesearch.verifiers.vlm import (
@@ -26,7 +27,6 @@ from noisesearch.verifiers.vlm import (
     yes_token_ids,
 )
 from noisesearch.verifiers.vlm_model import load_judge, qwen_pixel_values
-from noisesearch.testing.vlm_tiny import build_tiny_idefics3, build_tiny_qwen2_5_vl
 
 FAMILIES = {"qwen2_5_vl": build_tiny_qwen2_5_vl, "idefics3": build_tiny_idefics3}
 PROMPTS = ["a red cube", "two blue cats on the left of a big dog", "a cat", "a small yellow sphere above a green cube"]
@@ -57,7 +57,7 @@ def reference_logprobs(judge, image: torch.Tensor, question: str, forced: list[i
             inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], 1)
     with torch.no_grad():
         logits = judge.model(**inputs).logits[0]
-    return logits[-1 - len(forced):].float().log_softmax(-1)
+    return logits[-1 - len(forced) :].float().log_softmax(-1)
 
 
 def test_vqascore_equals_forward_logits_one_image_at_a_time(judge):
@@ -77,7 +77,7 @@ def test_batch_invariance(judge):
     x = images(4, seed=1)
     with torch.no_grad():
         full = v.score(x, PROMPTS)
-        alone = torch.cat([v.score(x[i:i + 1], PROMPTS[i:i + 1]) for i in range(4)])
+        alone = torch.cat([v.score(x[i : i + 1], PROMPTS[i : i + 1]) for i in range(4)])
         order = [2, 0, 3, 1]
         permuted = v.score(x[order], [PROMPTS[i] for i in order])
     assert torch.allclose(full, alone, atol=1e-4)
@@ -199,20 +199,23 @@ def test_missing_default_checkpoint_names_hub_id_and_option(tmp_path, monkeypatc
         load_verifier("vqascore", model=str(tmp_path / "nowhere"))
 
 
-@pytest.mark.parametrize("name,options,message", [
-    ("vqascore", {"question": "Is this a cat?"}, "must contain {prompt}"),
-    ("vqascore", {"aspects": "accuracy"}, "has no option aspects"),
-    ("vqascore", {"dtype": "int8"}, "unknown dtype"),
-    ("vqascore", {"max_image_size": 10}, "max_image_size"),
-    ("vqascore", {"max_image_size": "big"}, "max_image_size"),
-    ("vqascore", {"max_prompt_tokens": 0}, "max_prompt_tokens"),
-    ("vlm-grader", {"aspects": "accuracy,beauty"}, "unknown aspect 'beauty'"),
-    ("vlm-grader", {"aspects": "accuracy,accuracy_to_prompt"}, "listed twice"),
-    ("vlm-grader", {"aspects": " , "}, "aspects is empty"),
-    ("vlm-grader", {"mode": "json"}, "mode must be one of"),
-    ("vlm-grader", {"batch_size": -1}, "batch_size"),
-    ("vlm-grader", {"question": "x {prompt}"}, "has no option question"),
-])
+@pytest.mark.parametrize(
+    "name,options,message",
+    [
+        ("vqascore", {"question": "Is this a cat?"}, "must contain {prompt}"),
+        ("vqascore", {"aspects": "accuracy"}, "has no option aspects"),
+        ("vqascore", {"dtype": "int8"}, "unknown dtype"),
+        ("vqascore", {"max_image_size": 10}, "max_image_size"),
+        ("vqascore", {"max_image_size": "big"}, "max_image_size"),
+        ("vqascore", {"max_prompt_tokens": 0}, "max_prompt_tokens"),
+        ("vlm-grader", {"aspects": "accuracy,beauty"}, "unknown aspect 'beauty'"),
+        ("vlm-grader", {"aspects": "accuracy,accuracy_to_prompt"}, "listed twice"),
+        ("vlm-grader", {"aspects": " , "}, "aspects is empty"),
+        ("vlm-grader", {"mode": "json"}, "mode must be one of"),
+        ("vlm-grader", {"batch_size": -1}, "batch_size"),
+        ("vlm-grader", {"question": "x {prompt}"}, "has no option question"),
+    ],
+)
 def test_bad_options_fail_before_loading(name, options, message):
     with pytest.raises(ValueError, match=message):
         check_verifier_options(name, options)
@@ -221,8 +224,15 @@ def test_bad_options_fail_before_loading(name, options, message):
 
 
 def test_good_options_pass_validation():
-    check_verifier_options("vqascore", {"model": "Qwen/Qwen2.5-VL-7B-Instruct", "dtype": "bf16",
-                                        "question": "Is '{prompt}' shown? Answer yes or no.", "max_image_size": 0})
+    check_verifier_options(
+        "vqascore",
+        {
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",
+            "dtype": "bf16",
+            "question": "Is '{prompt}' shown? Answer yes or no.",
+            "max_image_size": 0,
+        },
+    )
     check_verifier_options("vlm-grader", {"aspects": "accuracy,originality,quality", "mode": "yesno"})
     assert parse_aspects(None) == tuple(ASPECTS) and len(ASPECTS) == 5
 
@@ -250,7 +260,9 @@ def test_a_template_that_repeats_the_question_is_refused_at_load(folders, tmp_pa
     folder = tmp_path / "twice"
     shutil.copytree(folders["qwen2_5_vl"], folder)
     proc = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    proc.chat_template = proc.chat_template.replace("{{ content['text'] }}", "{{ content['text'] }} {{ content['text'] }}")
+    proc.chat_template = proc.chat_template.replace(
+        "{{ content['text'] }}", "{{ content['text'] }} {{ content['text'] }}"
+    )
     proc.save_pretrained(folder)
     with pytest.raises(ValueError, match="does not place the question once"):
         load_judge(folder)

@@ -37,9 +37,27 @@ def test_listing_names_the_hub_id_when_missing_and_the_folder_when_found(qwen_fo
 def test_run_with_the_grader_writes_aspect_scores(qwen_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("NOISESEARCH_VLM_PATH", str(qwen_folder))
     out = tmp_path / "run"
-    result = runner.invoke(app, ["run", "--prompt", "a red cube", "--model", "tiny-random-sd", "--verifier",
-                                 "vlm-grader", "--candidates", "2", "--steps", "2", "--out", str(out), "--device",
-                                 "cpu"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red cube",
+            "--model",
+            "tiny-random-sd",
+            "--verifier",
+            "vlm-grader",
+            "--candidates",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["verifier"] == "vlm-grader"
@@ -51,9 +69,25 @@ def test_run_with_the_grader_writes_aspect_scores(qwen_folder, tmp_path, monkeyp
 def test_run_without_a_checkpoint_exits_2_naming_the_hub_id(tmp_path, monkeypatch):
     monkeypatch.delenv("NOISESEARCH_VLM_PATH", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    result = runner.invoke(app, ["run", "--prompt", "a red cube", "--model", "tiny-random-sd", "--verifier",
-                                 "vqascore", "--candidates", "2", "--steps", "2", "--out", str(tmp_path / "o")],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red cube",
+            "--model",
+            "tiny-random-sd",
+            "--verifier",
+            "vqascore",
+            "--candidates",
+            "2",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "Qwen/Qwen2.5-VL-3B-Instruct" in result.output
 
@@ -65,9 +99,11 @@ def test_sweep_searches_with_vqascore_and_evaluates_with_the_grader(qwen_folder,
     monkeypatch.setenv("NOISESEARCH_VLM_PATH", str(qwen_folder))
     (tmp_path / "prompts.txt").write_text("a red cube\n")
     config = tmp_path / "sweep.toml"
-    config.write_text('name = "vlm"\nprompts = "prompts.txt"\nmodels = ["stub"]\nsearch_verifiers = ["vqascore"]\n'
-                      'eval_verifiers = ["vlm-grader"]\nbudgets = [10]\nseeds = [0]\ndevice = "cpu"\n\n'
-                      '[[strategies]]\nname = "random"\n')
+    config.write_text(
+        'name = "vlm"\nprompts = "prompts.txt"\nmodels = ["stub"]\nsearch_verifiers = ["vqascore"]\n'
+        'eval_verifiers = ["vlm-grader"]\nbudgets = [10]\nseeds = [0]\ndevice = "cpu"\n\n'
+        '[[strategies]]\nname = "random"\n'
+    )
     summary = noisesearch.sweep(config, tmp_path / "out")
     rows = read_jsonl(summary.results_path)
     assert len(rows) == 1 and rows[0]["search_verifier"] == "vqascore" and rows[0]["search_score"] <= 0

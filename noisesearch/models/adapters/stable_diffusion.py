@@ -95,7 +95,9 @@ class StableDiffusionXLAdapter(StableDiffusionAdapter):
     default_solver = "euler"
 
     def __init__(self, pipe: Any, info: ModelInfo | None = None) -> None:
-        super().__init__(pipe, info or ModelInfo(name=type(pipe).__name__, family="sdxl", pipeline_class=type(pipe).__name__))
+        super().__init__(
+            pipe, info or ModelInfo(name=type(pipe).__name__, family="sdxl", pipeline_class=type(pipe).__name__)
+        )
 
     @torch.no_grad()
     def encode_prompts(

@@ -59,9 +59,7 @@ def batch_indices(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
         buf = buf[batch_size:]
 
 
-def image_caption_batches(
-    pool: ScenePool, batch_size: int, seed: int
-) -> Iterator[tuple[torch.Tensor, list[str]]]:
+def image_caption_batches(pool: ScenePool, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
     """Endless stream of (images float [-1,1] [B,3,H,W], captions) batches drawn from `pool`."""
     for idx in batch_indices(len(pool), batch_size, seed):
         yield pool.as_float(idx), [pool.captions[i] for i in idx]

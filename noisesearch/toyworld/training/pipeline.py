@@ -67,18 +67,38 @@ class ToyTrainConfig:
     vae_eval_every: int = 250  # held-out PSNR (first 256 held-out renders) every this many VAE steps
 
     @staticmethod
-    def quick() -> "ToyTrainConfig":
+    def quick() -> ToyTrainConfig:
         """A few steps of each stage, end to end (for tests; well under a minute)."""
         return ToyTrainConfig(
-            pool_size=256, val_size=64, scale_samples=128, vae_steps=3, vae_batch=8,
-            unet_steps=3, unet_batch=8, warmup_steps=1, log_every=1, vae_eval_every=2,
-            vae_deadline_s=0.0, deadline_s=0.0, num_threads=1,
+            pool_size=256,
+            val_size=64,
+            scale_samples=128,
+            vae_steps=3,
+            vae_batch=8,
+            unet_steps=3,
+            unet_batch=8,
+            warmup_steps=1,
+            log_every=1,
+            vae_eval_every=2,
+            vae_deadline_s=0.0,
+            deadline_s=0.0,
+            num_threads=1,
         )
 
     def validate(self) -> None:
         """Raise ValueError on inconsistent settings."""
-        positive = ("pool_size", "val_size", "scale_samples", "num_threads", "vae_steps",
-                    "vae_batch", "unet_steps", "unet_batch", "log_every", "vae_eval_every")
+        positive = (
+            "pool_size",
+            "val_size",
+            "scale_samples",
+            "num_threads",
+            "vae_steps",
+            "vae_batch",
+            "unet_steps",
+            "unet_batch",
+            "log_every",
+            "vae_eval_every",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -137,9 +157,7 @@ def vae_psnr(vae: Any, pool: ScenePool, batch: int = 256) -> float:
     return sum(vals) / len(pool)
 
 
-def train_vae(
-    cfg: ToyTrainConfig, pool: ScenePool, val: ScenePool, t_start: float | None = None
-) -> tuple[Any, dict]:
+def train_vae(cfg: ToyTrainConfig, pool: ScenePool, val: ScenePool, t_start: float | None = None) -> tuple[Any, dict]:
     """Stage 1: train the VAE on renders; returns it (EMA weights, eval mode) and its metrics."""
     t_start = time.time() if t_start is None else t_start
     torch.manual_seed(cfg.seed + 1)
@@ -173,8 +191,10 @@ def train_vae(
         recent.append(rec_loss.item())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.vae_steps:
             el = time.time() - t0
-            _log(f"vae step {step + 1}/{cfg.vae_steps} rec_loss {np.mean(recent):.4f} "
-                 f"{(step + 1) / el:.2f} steps/s elapsed {el:.0f}s")
+            _log(
+                f"vae step {step + 1}/{cfg.vae_steps} rec_loss {np.mean(recent):.4f} "
+                f"{(step + 1) / el:.2f} steps/s elapsed {el:.0f}s"
+            )
             recent = []
         if (step + 1) % cfg.vae_eval_every == 0 and step + 1 < cfg.vae_steps:
             vae.eval()
@@ -184,8 +204,12 @@ def train_vae(
     if ema is not None:
         ema.copy_to([vae])
     vae.eval()
-    metrics = {"vae_steps": steps_done, "vae_final_rec_loss": rec_loss.item(),
-               "vae_seconds": time.time() - t0, "vae_val_psnr_db": vae_psnr(vae, val)}
+    metrics = {
+        "vae_steps": steps_done,
+        "vae_final_rec_loss": rec_loss.item(),
+        "vae_seconds": time.time() - t0,
+        "vae_val_psnr_db": vae_psnr(vae, val),
+    }
     _log(f"vae done: held-out PSNR {metrics['vae_val_psnr_db']:.2f} dB")
     return vae, metrics
 
@@ -212,23 +236,33 @@ class _EMA:
 
 
 def train_diffusion(
-    cfg: ToyTrainConfig, pool: ScenePool, lat_mean: torch.Tensor, lat_std: torch.Tensor,
-    scaling: float, tokenizer, t_start: float | None = None,
+    cfg: ToyTrainConfig,
+    pool: ScenePool,
+    lat_mean: torch.Tensor,
+    lat_std: torch.Tensor,
+    scaling: float,
+    tokenizer,
+    t_start: float | None = None,
 ) -> tuple:
     """Stage 2: train UNet + text encoder on frozen-VAE latents (posterior mean/std of `pool`).
 
     Returns (unet, text_encoder, metrics).
     """
     t_start = time.time() if t_start is None else t_start
-    ids_all = tokenizer(list(pool.captions), padding="max_length", max_length=cfg.max_length,
-                        truncation=True, return_tensors="pt").input_ids
-    ids_empty = tokenizer([""], padding="max_length", max_length=cfg.max_length,
-                          return_tensors="pt").input_ids
+    ids_all = tokenizer(
+        list(pool.captions), padding="max_length", max_length=cfg.max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    ids_empty = tokenizer([""], padding="max_length", max_length=cfg.max_length, return_tensors="pt").input_ids
     torch.manual_seed(cfg.seed + 4)
     text_encoder = tw_model.build_text_encoder(tokenizer)
     unet = tw_model.build_unet(lat_mean.shape[-1], text_encoder.config.hidden_size)
-    noise_sched = DDPMScheduler(**{k: v for k, v in tw_model.scheduler_config(cfg.prediction_type).items()
-                                   if k not in ("set_alpha_to_one", "steps_offset")})
+    noise_sched = DDPMScheduler(
+        **{
+            k: v
+            for k, v in tw_model.scheduler_config(cfg.prediction_type).items()
+            if k not in ("set_alpha_to_one", "steps_offset")
+        }
+    )
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg.warmup_steps))
@@ -270,16 +304,21 @@ def train_diffusion(
         losses.append(recent[-1])
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.unet_steps:
             el = time.time() - t0
-            _log(f"unet step {step + 1}/{cfg.unet_steps} loss {np.mean(recent):.4f} "
-                 f"{(step + 1) / el:.2f} steps/s elapsed {el:.0f}s")
+            _log(
+                f"unet step {step + 1}/{cfg.unet_steps} loss {np.mean(recent):.4f} "
+                f"{(step + 1) / el:.2f} steps/s elapsed {el:.0f}s"
+            )
             recent = []
     if ema is not None:
         ema.copy_to([unet, text_encoder])
     unet.eval()
     text_encoder.eval()
-    tail = losses[-min(len(losses), 200):]
-    metrics = {"unet_steps": steps_done, "unet_final_loss_mean_last200": float(np.mean(tail)),
-               "unet_seconds": time.time() - t0}
+    tail = losses[-min(len(losses), 200) :]
+    metrics = {
+        "unet_steps": steps_done,
+        "unet_final_loss_mean_last200": float(np.mean(tail)),
+        "unet_seconds": time.time() - t0,
+    }
     return unet, text_encoder, metrics
 
 
@@ -293,14 +332,14 @@ trained by noisesearch from scratch on procedural shape scenes (`noisesearch.toy
 `StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)`.
 
 - Trained with: `{command}`
-- Components (params): VAE {sizes['vae']:,}, text encoder {sizes['text_encoder']:,}, UNet {sizes['unet']:,}
-- VAE: {metrics['vae_steps']} steps x batch {cfg.vae_batch}; held-out PSNR {metrics['vae_val_psnr_db']:.2f} dB;
-  final reconstruction loss (L1+MSE) {metrics['vae_final_rec_loss']:.4f}; scaling_factor {metrics['scaling_factor']:.4f}
-- UNet + text encoder: {metrics['unet_steps']} steps x batch {cfg.unet_batch}, {cfg.prediction_type} prediction,
+- Components (params): VAE {sizes["vae"]:,}, text encoder {sizes["text_encoder"]:,}, UNet {sizes["unet"]:,}
+- VAE: {metrics["vae_steps"]} steps x batch {cfg.vae_batch}; held-out PSNR {metrics["vae_val_psnr_db"]:.2f} dB;
+  final reconstruction loss (L1+MSE) {metrics["vae_final_rec_loss"]:.4f}; scaling_factor {metrics["scaling_factor"]:.4f}
+- UNet + text encoder: {metrics["unet_steps"]} steps x batch {cfg.unet_batch}, {cfg.prediction_type} prediction,
   CFG caption dropout {cfg.cfg_dropout}, EMA {cfg.ema_decay}; final loss (mean of last 200 steps)
-  {metrics['unet_final_loss_mean_last200']:.4f}
-- Wall time: {metrics['wall_seconds'] / 60:.1f} min on a shared CPU ({cfg.num_threads} threads); the run was
-  capped by wall-clock deadlines (requested/done steps: {metrics['requested']}); `training_config.json`
+  {metrics["unet_final_loss_mean_last200"]:.4f}
+- Wall time: {metrics["wall_seconds"] / 60:.1f} min on a shared CPU ({cfg.num_threads} threads); the run was
+  capped by wall-clock deadlines (requested/done steps: {metrics["requested"]}); `training_config.json`
   records the steps actually taken, so training from it reproduces these weights
 - Full settings: `training_config.json`; metrics: `training_metrics.json`.
 - Reproduce these weights: `train_pipeline(ToyTrainConfig(**json.load(open("training_config.json"))), out_dir)`
@@ -340,13 +379,21 @@ def train_pipeline(config: ToyTrainConfig, out_dir: str | Path, command: str | N
 
     unet, text_encoder, m2 = train_diffusion(config, pool, lat_mean, lat_std, scaling, tokenizer, t_start)
     metrics.update(m2)
-    metrics["params"] = {"vae": tw_model.count_params(vae), "unet": tw_model.count_params(unet),
-                         "text_encoder": tw_model.count_params(text_encoder)}
+    metrics["params"] = {
+        "vae": tw_model.count_params(vae),
+        "unet": tw_model.count_params(unet),
+        "text_encoder": tw_model.count_params(text_encoder),
+    }
 
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
         scheduler=tw_model.build_scheduler(config.prediction_type),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
@@ -355,10 +402,15 @@ def train_pipeline(config: ToyTrainConfig, out_dir: str | Path, command: str | N
     metrics["versions"] = {"torch": torch.__version__, "python": platform.python_version()}
     # Record the effective config: steps actually taken, deadlines off. Because LR schedules depend
     # on the step only, train_pipeline(ToyTrainConfig(**that json)) reproduces these weights.
-    effective = dataclasses.replace(config, vae_steps=metrics["vae_steps"], unet_steps=metrics["unet_steps"],
-                                    vae_deadline_s=0.0, deadline_s=0.0)
-    metrics["requested"] = {"vae_steps": config.vae_steps, "unet_steps": config.unet_steps,
-                            "vae_deadline_s": config.vae_deadline_s, "deadline_s": config.deadline_s}
+    effective = dataclasses.replace(
+        config, vae_steps=metrics["vae_steps"], unet_steps=metrics["unet_steps"], vae_deadline_s=0.0, deadline_s=0.0
+    )
+    metrics["requested"] = {
+        "vae_steps": config.vae_steps,
+        "unet_steps": config.unet_steps,
+        "vae_deadline_s": config.vae_deadline_s,
+        "deadline_s": config.deadline_s,
+    }
     (out / "training_config.json").write_text(json.dumps(dataclasses.asdict(effective), indent=2) + "\n")
     (out / "training_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     _write_readme(out, config, metrics, command or "train_pipeline(...) from Python")

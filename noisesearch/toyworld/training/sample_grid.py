@@ -72,8 +72,11 @@ def sample_grid(
         # one generator per image: image (prompt, k) depends on seed k only
         gens = [torch.Generator().manual_seed(k) for k in range(seeds)]
         images = pipe(
-            [prompt] * seeds, num_inference_steps=steps, guidance_scale=guidance_scale,
-            generator=gens, output_type="np",
+            [prompt] * seeds,
+            num_inference_steps=steps,
+            guidance_scale=guidance_scale,
+            generator=gens,
+            output_type="np",
         ).images
         y = r * (cell + 2)
         draw.text((4, y + 4), label, fill=(120, 120, 120))
@@ -97,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (the pipeline's DDIM)")
     args = p.parse_args(argv)
-    path = sample_grid(args.pipeline, args.out, args.per_category, args.train_prompts, args.seeds,
-                       args.guidance, args.steps)
+    path = sample_grid(
+        args.pipeline, args.out, args.per_category, args.train_prompts, args.seeds, args.guidance, args.steps
+    )
     print(path)
 
 

@@ -76,14 +76,14 @@ import torch
 import torch.nn.functional as F
 
 from noisesearch.toyworld import grammar, scenes
-from noisesearch.toyworld.grammar import ObjectSpec, PromptSpec
 from noisesearch.toyworld.assets import VERIFIER_WEIGHTS_DIR
+from noisesearch.toyworld.grammar import ObjectSpec, PromptSpec
 from noisesearch.toyworld.networks import (
     COLOR_NAMES,
     SHAPE_NAMES,
+    ToyCLIPConfig,
     ToyDetectConfig,
     ToyDetectNet,
-    ToyCLIPConfig,
     ToyRelationConfig,
     ToyRelationNet,
     WordTokenizer,
@@ -95,8 +95,11 @@ from noisesearch.toyworld.networks import (
 NEGATIVE_TYPES: tuple[str, ...] = ("color_swap", "color", "shape", "count", "relation")
 KINDS: tuple[str, ...] = ("toyclip", "toyrelation", "toydetect")
 #: what each verifier's score means (recorded in metrics.json)
-SCORES: dict[str, str] = {"toyclip": "CLIPScore 2.5·max(cos, 0)", "toyrelation": "match logit (log-odds)",
-                          "toydetect": "log P(image satisfies prompt) from detections"}
+SCORES: dict[str, str] = {
+    "toyclip": "CLIPScore 2.5·max(cos, 0)",
+    "toyrelation": "match logit (log-odds)",
+    "toydetect": "log P(image satisfies prompt) from detections",
+}
 
 
 @dataclass(frozen=True)
@@ -161,12 +164,16 @@ def negative_candidates(spec: PromptSpec) -> dict[str, list[PromptSpec]]:
     for i, o in enumerate(objs):
         for c in scenes.COLORS:
             if c != o.color:
-                s = _valid(spec.category, [replace(o, color=c) if j == i else x for j, x in enumerate(objs)], spec.relation)
+                s = _valid(
+                    spec.category, [replace(o, color=c) if j == i else x for j, x in enumerate(objs)], spec.relation
+                )
                 if s is not None:
                     out["color"].append(s)
         for sh in scenes.SHAPES:
             if sh != o.shape:
-                s = _valid(spec.category, [replace(o, shape=sh) if j == i else x for j, x in enumerate(objs)], spec.relation)
+                s = _valid(
+                    spec.category, [replace(o, shape=sh) if j == i else x for j, x in enumerate(objs)], spec.relation
+                )
                 if s is not None:
                     out["shape"].append(s)
     if len(objs) == 1:
@@ -216,8 +223,9 @@ def _spec_key(spec: PromptSpec) -> tuple:
     return tuple(sorted(Counter({(o.color, o.shape): o.count for o in spec.objects}).items()))
 
 
-def sample_batch(rng: np.random.Generator, groups: int, split: str = "train",
-                 category_weights: Sequence[float] | None = None) -> Batch:
+def sample_batch(
+    rng: np.random.Generator, groups: int, split: str = "train", category_weights: Sequence[float] | None = None
+) -> Batch:
     """``groups`` groups of (spec + one hard negative per type), each with its own scene.
 
     ``category_weights`` (aligned with ``grammar.CATEGORIES``) reweights the categories of
@@ -250,8 +258,9 @@ def sample_batch(rng: np.random.Generator, groups: int, split: str = "train",
             match[i, j] = grammar.satisfies_spec(scene_list[j], sp)
     assert bool(match.diagonal().all()), "a sampled scene does not satisfy its own spec"
     layout = torch.from_numpy(np.stack([grid_layout(s) for s in scene_list]))
-    return Batch(images, [grammar.caption(s) for s in specs], torch.tensor(group), kind, match, layout,
-                 specs, scene_list)
+    return Batch(
+        images, [grammar.caption(s) for s in specs], torch.tensor(group), kind, match, layout, specs, scene_list
+    )
 
 
 _COLOR_CLASS = {c: i + 1 for i, c in enumerate(scenes.COLORS)}
@@ -318,7 +327,9 @@ def world_tokenizer() -> WordTokenizer:
 def build(kind: str, tokenizer: WordTokenizer) -> tuple[Any, Any]:
     """A fresh network of ``kind`` and its config (their types depend on ``kind``)."""
     if kind == "toyclip":
-        clip_cfg = ToyCLIPConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length, eot_id=tokenizer.eot_id)
+        clip_cfg = ToyCLIPConfig(
+            vocab_size=len(tokenizer), context_length=tokenizer.context_length, eot_id=tokenizer.eot_id
+        )
         return build_toyclip(clip_cfg), clip_cfg
     if kind == "toyrelation":
         relation_cfg = ToyRelationConfig(vocab_size=len(tokenizer), context_length=tokenizer.context_length)
@@ -335,8 +346,9 @@ def _lr_factor(progress: float, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
-def clip_loss(model: Any, images: torch.Tensor, tokens: torch.Tensor,
-              match: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def clip_loss(
+    model: Any, images: torch.Tensor, tokens: torch.Tensor, match: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Symmetric multi-positive InfoNCE: -log Σ_{positives} softmax, over captions and over images."""
     mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std).view(1, 3, 1, 1)
@@ -368,7 +380,9 @@ class GridProbe(torch.nn.Module):
         return c + s
 
 
-def grounding_targets(batch: Batch, tokens: torch.Tensor, tokenizer: WordTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+def grounding_targets(
+    batch: Batch, tokens: torch.Tensor, tokenizer: WordTokenizer
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Where each word points, for a caption paired with its own image: the colour and shape words
     of a single object -> that object's centroid, in [-1, 1]² (x right, y down).
 
@@ -401,9 +415,16 @@ def grounding_loss(centroids: torch.Tensor, target: torch.Tensor, mask: torch.Te
     return F.mse_loss(centroids[mask], target[mask])
 
 
-def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Tensor, batch: Batch,
-                  rng: np.random.Generator, cfg: TrainConfig, probe: GridProbe | None = None,
-                  tokenizer: WordTokenizer | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def relation_loss(
+    model: ToyRelationNet,
+    images: torch.Tensor,
+    tokens: torch.Tensor,
+    batch: Batch,
+    rng: np.random.Generator,
+    cfg: TrainConfig,
+    probe: GridProbe | None = None,
+    tokenizer: WordTokenizer | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Balanced BCE over N positive pairs (image, own caption) and k·N negatives (k per image:
     from the own group with probability ``hard_p``, picked by ``negative_type_weights``, else from
     the batch), plus ``aux_weight`` × the grid probe's per-cell colour/shape cross-entropy (dense
@@ -419,8 +440,14 @@ def relation_loss(model: ToyRelationNet, images: torch.Tensor, tokens: torch.Ten
         hard = np.flatnonzero((group == group[j]) & ~match[:, j])
         # a group's prompt vs one of its negatives differ by that negative's type; two negatives
         # of the same prompt differ by two edits and count as easy
-        w = np.array([type_w.get(kinds[i] if kinds[j] == "positive" else kinds[j], 1.0)
-                      if "positive" in (kinds[i], kinds[j]) else 1.0 for i in hard])
+        w = np.array(
+            [
+                type_w.get(kinds[i] if kinds[j] == "positive" else kinds[j], 1.0)
+                if "positive" in (kinds[i], kinds[j])
+                else 1.0
+                for i in hard
+            ]
+        )
         anywhere = np.flatnonzero(~match[:, j])
         for r in range(k):
             if len(hard) and rng.random() < cfg.hard_p:
@@ -481,8 +508,10 @@ def detection_targets(scene_list: Sequence[scenes.Scene], grid: int) -> dict[str
             heat[i, 0, row, col] = 1.0
             centre[i, row, col] = True
             offset[i, :, row, col] = (cx - col - 0.5, cy - row - 0.5)
-    return {k: torch.from_numpy(v) for k, v in
-            dict(heatmap=heat, centre=centre, offset=offset, color=color, shape=shape).items()}
+    return {
+        k: torch.from_numpy(v)
+        for k, v in dict(heatmap=heat, centre=centre, offset=offset, color=color, shape=shape).items()
+    }
 
 
 def recolor(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -507,8 +536,9 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp_min(1.0)
 
 
-def detect_loss(model: ToyDetectNet, images: torch.Tensor, shape_images: torch.Tensor,
-                targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def detect_loss(
+    model: ToyDetectNet, images: torch.Tensor, shape_images: torch.Tensor, targets: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Heatmap focal loss + centre-offset L1 + per-cell shape and colour cross-entropy."""
     maps = model(images, shape_images)
     heat = focal_loss(maps["heatmap"], targets["heatmap"])
@@ -538,8 +568,11 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[Any, Any, WordTokeniz
     params = list(model.named_parameters()) + list(probes.named_parameters())
     decay = [p for n, p in params if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     start = time.perf_counter()
     budget = cfg.minutes * 60.0
     step, progress, ema, seen = 0, 0.0, None, 0
@@ -551,8 +584,7 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[Any, Any, WordTokeniz
             seen += len(scene_list)
             clean = torch.from_numpy(np.stack([scenes.render(s) for s in scene_list]))
             images = augment(clean, gen, p=cfg.augment_p)
-            loss, parts = detect_loss(model, images, recolor(images, gen),
-                                      detection_targets(scene_list, mcfg.grid))
+            loss, parts = detect_loss(model, images, recolor(images, gen), detection_targets(scene_list, mcfg.grid))
         else:
             batch = sample_batch(rng, cfg.groups, category_weights=cfg.category_weights)
             seen += len(batch.captions)
@@ -576,8 +608,12 @@ def train(kind: str, cfg: TrainConfig, log=print) -> tuple[Any, Any, WordTokeniz
             shown = " ".join(f"{k} {v:.4f}" for k, v in ema.items())
             log(f"[{kind}] step {step} {shown} lr {opt.param_groups[0]['lr']:.2e} {elapsed:.0f}s")
     assert ema is not None  # at least one step ran
-    info = {"steps": step, "train_seconds": round(time.perf_counter() - start, 1), "final_loss_ema": {k: round(v, 4) for k, v in ema.items()},
-            "images_seen": seen}
+    info = {
+        "steps": step,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "final_loss_ema": {k: round(v, 4) for k, v in ema.items()},
+        "images_seen": seen,
+    }
     words = None if kind == "toydetect" else tokenizer
     return model.eval().requires_grad_(False), mcfg, words, info
 
@@ -611,8 +647,11 @@ def measure(verifier, n_specs: int, seed: int = 1234, split: str = "heldout") ->
         win_image = _wins(s_true, scores(n, t))  # true caption: true image vs negative image
         res = {}
         for label, win in (("caption", win_caption), ("image", win_image)):
-            per = {k: round(float(win[[r[0] == k for r in rows]].mean()), 4) for k in NEGATIVE_TYPES
-                   if any(r[0] == k for r in rows)}
+            per = {
+                k: round(float(win[[r[0] == k for r in rows]].mean()), 4)
+                for k in NEGATIVE_TYPES
+                if any(r[0] == k for r in rows)
+            }
             res[label] = {"overall": round(float(win.mean()), 4), **per}
         out[name] = res
     return out
@@ -624,9 +663,8 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
     Images are encoded once: CLIPScore from embeddings (the same formula as ``score``), the
     relation matcher from its image tokens; anything else through ``score`` in chunks.
     """
-    from noisesearch.toyworld.verifiers import Detections, ToyDetectVerifier, satisfaction_log_prob
+    from noisesearch.toyworld.verifiers import Detections, ToyDetectVerifier, ToyRelationVerifier, satisfaction_log_prob
     from noisesearch.verifiers.clip import CLIPScoreVerifier
-    from noisesearch.toyworld.verifiers import ToyRelationVerifier
 
     if isinstance(verifier, CLIPScoreVerifier):
         fi = torch.cat([verifier.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
@@ -651,15 +689,19 @@ def _pair_scorer(verifier, imgs: torch.Tensor, caps: list[str]):
         tok = torch.cat([model.encode_images(imgs[k : k + 512]) for k in range(0, len(imgs), 512)])
 
         def rel(i: np.ndarray, c: np.ndarray) -> np.ndarray:
-            out = [model.pair_logits(tok, tokens[torch.from_numpy(c[k : k + 512])], torch.from_numpy(i[k : k + 512]))
-                   for k in range(0, len(i), 512)]
+            out = [
+                model.pair_logits(tok, tokens[torch.from_numpy(c[k : k + 512])], torch.from_numpy(i[k : k + 512]))
+                for k in range(0, len(i), 512)
+            ]
             return torch.cat(out).numpy()
 
         return rel
 
     def generic(i: np.ndarray, c: np.ndarray) -> np.ndarray:
-        out = [verifier.score(imgs[torch.from_numpy(i[k : k + 256])], [caps[j] for j in c[k : k + 256]]).float()
-               for k in range(0, len(i), 256)]
+        out = [
+            verifier.score(imgs[torch.from_numpy(i[k : k + 256])], [caps[j] for j in c[k : k + 256]]).float()
+            for k in range(0, len(i), 256)
+        ]
         return torch.cat(out).numpy()
 
     return generic
@@ -676,7 +718,10 @@ def _format(kind: str, m: dict) -> str:
     for cond in ("clean", "augmented"):
         for label in ("caption", "image"):
             r = m[cond][label]
-            lines.append(f"  {cond + ' / ' + label:24s}" + "".join(f"{r.get(k, float('nan')):11.3f}" for k in ("overall", *NEGATIVE_TYPES)))
+            lines.append(
+                f"  {cond + ' / ' + label:24s}"
+                + "".join(f"{r.get(k, float('nan')):11.3f}" for k in ("overall", *NEGATIVE_TYPES))
+            )
     return "\n".join(lines)
 
 
@@ -701,8 +746,10 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
 
     verifier = load_toy_verifier(kind, "cpu", path)
     t0 = time.perf_counter()
-    metrics = {"heldout": measure(verifier, cfg.eval_specs, split="heldout"),
-               "train_split": measure(verifier, max(cfg.eval_specs // 3, 4), split="train")}
+    metrics = {
+        "heldout": measure(verifier, cfg.eval_specs, split="heldout"),
+        "train_split": measure(verifier, max(cfg.eval_specs // 3, 4), split="train"),
+    }
     entry = {
         "params": count_parameters(model),
         "file_mb": round(path.stat().st_size / 2**20, 2),
@@ -720,16 +767,21 @@ def run(kind: str, cfg: TrainConfig, out: Path, log=print) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=VERIFIER_WEIGHTS_DIR, help="folder for the weights and metrics.json")
     ap.add_argument("--quick", action="store_true", help="a few steps and a tiny measurement (smoke test)")
     ap.add_argument("--only", choices=KINDS, action="append", help="train only this verifier (repeatable)")
     ap.add_argument("--minutes", type=float, default=None, help="wall budget per verifier for training")
     ap.add_argument("--steps", type=int, default=None, help="maximum optimiser steps per verifier")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sequential", action="store_true",
-                    help="train one verifier after the other (by default toyclip and toyrelation train in "
-                         "two parallel single-thread processes, then toydetect on two threads)")
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train one verifier after the other (by default toyclip and toyrelation train in "
+        "two parallel single-thread processes, then toydetect on two threads)",
+    )
     args = ap.parse_args(argv)
     kinds = list(dict.fromkeys(args.only or KINDS))
     configs = {}

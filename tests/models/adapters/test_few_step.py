@@ -10,8 +10,8 @@ import pytest
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
 
-from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.core.schedule import make_scheduler
+from noisesearch.models.adapters import StableDiffusionAdapter, StableDiffusionXLAdapter
 from noisesearch.testing.tiny import SD_SCHEDULER_CONFIG, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 SIZE = 16  # the tiny pipelines' native size

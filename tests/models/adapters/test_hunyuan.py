@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 
-from noisesearch.models.adapters.hunyuan import HunyuanDiTAdapter
 from noisesearch.core.schedule import make_scheduler
+from noisesearch.models.adapters.hunyuan import HunyuanDiTAdapter
 from noisesearch.testing.tiny import tiny_hunyuan_dit_pipeline
 
 STEPS = 3

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from noisesearch.core import CoreConfig, DenoisingCore
+from noisesearch.models import load_model
 from noisesearch.models.adapters import FluxAdapter, HunyuanDiTAdapter, PixArtSigmaAdapter, StableDiffusion3Adapter
 from noisesearch.testing.tiny import tiny_flux_pipeline
-from noisesearch.models import load_model
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ import pytest
 import torch
 from adapter_helpers import PROMPTS, TOLERANCE, max_diff, run_ours
 
-from noisesearch.models.adapters.pixart import PixArtSigmaAdapter
 from noisesearch.core.schedule import make_scheduler
+from noisesearch.models.adapters.pixart import PixArtSigmaAdapter
 from noisesearch.testing.tiny import tiny_pixart_sigma_pipeline
 
 STEPS = 4
