@@ -108,3 +108,39 @@ def test_sweep_searches_with_vqascore_and_evaluates_with_the_grader(qwen_folder,
     rows = read_jsonl(summary.results_path)
     assert len(rows) == 1 and rows[0]["search_verifier"] == "vqascore" and rows[0]["search_score"] <= 0
     assert 0 <= rows[0]["eval"]["vlm-grader"] <= 10
+
+
+def test_a_rank_ensemble_with_the_grader_runs_from_a_spec(qwen_folder, tmp_path):
+    """The paper's ensemble pattern from the command line: the grader as one member of a rank
+    ensemble, given by a spec with its own options (the other members are embedded verifiers here,
+    since the real aesthetic/CLIP/ImageReward weights cannot be downloaded in tests)."""
+    out = tmp_path / "run"
+    spec = f"rank-ensemble(verifiers=[toyclip,toyrelation,vlm-grader(model={qwen_folder}, aspects=accuracy)])"
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "a red circle",
+            "--model",
+            "tiny-random-sd",
+            "--verifier",
+            spec,
+            "--candidates",
+            "3",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verifier"].startswith("rank-ensemble(")
+    for c in report["candidates"]:
+        details = c["info"]["verifier_details"]
+        assert {"toyclip", "toyrelation"} <= set(details)
+        assert any(k.startswith("vlm-grader") for k in details)
