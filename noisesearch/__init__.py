@@ -35,8 +35,7 @@ __all__ = [
     "search",
 ]
 
-# benchmark sweeps (note: this binds the name `noisesearch.sweep` to the function; import the
-# module's other names with `from noisesearch.sweep import SweepConfig, ...`)
-from noisesearch.sweep import SweepConfig, SweepSummary, sweep  # noqa: E402
+# benchmark sweeps: `noisesearch.sweep(...)` runs one; the package is `noisesearch.sweeps`
+from noisesearch.sweeps import SweepConfig, SweepSummary, sweep  # noqa: E402
 
 __all__ += ["SweepConfig", "SweepSummary", "sweep"]

@@ -421,7 +421,7 @@ def test_summary_table_fits_80_columns():
     from rich.console import Console
 
     from noisesearch.api import search
-    from noisesearch.cli import _summary_table
+    from noisesearch.cli.run import _summary_table
     from noisesearch.models import load_model
 
     adapter = load_model("stub")

@@ -94,7 +94,7 @@ def test_run_without_a_checkpoint_exits_2_naming_the_hub_id(tmp_path, monkeypatc
 
 def test_sweep_searches_with_vqascore_and_evaluates_with_the_grader(qwen_folder, tmp_path, monkeypatch):
     import noisesearch
-    from noisesearch.sweep import read_jsonl
+    from noisesearch.sweeps import read_jsonl
 
     monkeypatch.setenv("NOISESEARCH_VLM_PATH", str(qwen_folder))
     (tmp_path / "prompts.txt").write_text("a red cube\n")

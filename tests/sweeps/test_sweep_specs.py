@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import noisesearch
 from noisesearch.cli import app
-from noisesearch.sweep import KEY_VERSION, StrategySpec, SweepConfig, plan, read_jsonl, row_key
+from noisesearch.sweeps import KEY_VERSION, StrategySpec, SweepConfig, plan, read_jsonl, row_key
 from noisesearch.verifiers import CallableVerifier, register_verifier
 from noisesearch.verifiers.base import _DESCRIPTIONS, _REGISTRY, _VALIDATORS
 

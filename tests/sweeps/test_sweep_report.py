@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noisesearch.sweep_report import aggregate, write_report
+from noisesearch.sweeps.report import aggregate, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -8,12 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from noisesearch.cli_support import console, fail
-
-npnet_app = typer.Typer(
-    help="NPNet golden noise (Zhou et al. 2024): convert official checkpoints, collect NPD pairs, train.",
-    no_args_is_help=True,
-)
+from noisesearch.cli.app import npnet_app
+from noisesearch.cli.support import console, fail
 
 
 @npnet_app.command("convert")
@@ -102,7 +98,7 @@ def collect_command(
             dtype=dtype,
         )
         request.check()
-        from noisesearch.quiet import library_output
+        from noisesearch.cli.quiet import library_output
 
         library_output(verbose)
         resolved = resolve(request)
@@ -164,13 +160,13 @@ def train_command(
     """Train NPNet on an NPD (MSE to the golden noise, AdamW; each pair conditioned on its own prompt)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from noisesearch.cli.quiet import library_output
     from noisesearch.core.sampler import CoreConfig
     from noisesearch.io.outputs import check_output_file
     from noisesearch.models import load_model
     from noisesearch.npnet.collect import load_dataset
     from noisesearch.npnet.model import preset as make_preset
     from noisesearch.npnet.train import TrainConfig, prompt_embedding_table, train_npnet
-    from noisesearch.quiet import library_output
 
     try:
         out_path = check_output_file(out, "--out", suffix=".safetensors")

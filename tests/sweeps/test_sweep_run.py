@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import noisesearch
 from noisesearch.cli import app
-from noisesearch.sweep import SweepConfig, plan, read_jsonl, shard
+from noisesearch.sweeps import SweepConfig, plan, read_jsonl, shard
 
 
 def load_png(path: Path) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 from sweep_support import write_stub_config
 
 import noisesearch
-from noisesearch.sweep import read_jsonl
+from noisesearch.sweeps import read_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def forkserver() -> multiprocessing.context.BaseContext:
     ctx.set_forkserver_preload(
         [
             "noisesearch",
-            "noisesearch.sweep",
+            "noisesearch.sweeps",
             "noisesearch.api",
             "noisesearch.io.results",
             "noisesearch.toyworld.verifiers",

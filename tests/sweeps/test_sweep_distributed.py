@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from sweep_support import image_files, without_timing
 
-from noisesearch.sweep import SweepConfig, plan, read_jsonl, shard
+from noisesearch.sweeps import SweepConfig, plan, read_jsonl, shard
 
 
 def free_port() -> int:

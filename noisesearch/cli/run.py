@@ -1,12 +1,8 @@
-"""The ``noisesearch`` command line.
-
-Every user error ends with a one-line cause on stderr and exit code 2, never a traceback.
-"""
+"""``noisesearch run`` (one search per prompt; images and report.json) and the listings
+(``strategies``, ``verifiers``, ``models``)."""
 
 from __future__ import annotations
 
-import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,23 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from noisesearch.cli.app import app
+from noisesearch.cli.support import UserError, console, err_console, fail, install_sigterm_as_interrupt
 from noisesearch.io.usertext import quote
 from noisesearch.prompts import read_prompts
-
-app = typer.Typer(
-    name="noisesearch",
-    help="Inference-time noise search for diffusion models: spend extra compute to find better initial noises.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-toyworld_app = typer.Typer(help="The embedded default world: prompts, training, evaluation.", no_args_is_help=True)
-app.add_typer(toyworld_app, name="toyworld")
-
-from noisesearch.cli_support import UserError, console, err_console, fail  # noqa: E402
-from noisesearch.npnet.cli import npnet_app  # noqa: E402
-
-app.add_typer(npnet_app, name="npnet")
 
 
 def _summary_table(results: list[Any], width: int = 80) -> Table:
@@ -67,16 +50,6 @@ def _summary_table(results: list[Any], width: int = 80) -> Table:
     for row in rows:
         table.add_row(*row)
     return table
-
-
-def _install_sigterm_as_interrupt() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # pragma: no cover - not in the main thread
-        pass
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -171,7 +144,7 @@ def run(
     from noisesearch.request import Sampling, SearchRequest, ensure_registrations, resolve
     from noisesearch.verifiers.base import check_prompt
 
-    _install_sigterm_as_interrupt()
+    install_sigterm_as_interrupt()
     results = []
     try:
         from noisesearch.strategies.options import load_strategy_file, parse_strategy_args
@@ -199,7 +172,7 @@ def run(
             from noisesearch.npnet.prior import load_cached
 
             load_cached(npnet_checkpoint)  # a bad file is named before the model loads (cached for the run)
-        from noisesearch.quiet import library_output
+        from noisesearch.cli.quiet import library_output
 
         library_output(verbose)
         resolved = resolve(request)
@@ -300,169 +273,6 @@ def verifiers() -> None:
     console.print(table)
 
 
-@toyworld_app.command("prompts")
-def toyworld_prompts(
-    category: Annotated[Optional[str], typer.Option(help="Only this category.")] = None,
-) -> None:
-    """List the held-out benchmark prompts of the embedded world, by category."""
-    from noisesearch.toyworld import grammar
-
-    prompts = grammar.heldout_prompts()
-    cats = sorted({c for c, _ in prompts})
-    if category is not None and category not in cats:
-        fail(f"unknown category {category!r}; choose one of: {', '.join(cats)}")
-    for cat, text in prompts:
-        if category is None or cat == category:
-            print(f"{cat}\t{text}")
-
-
-@toyworld_app.command("train")
-def toyworld_train(
-    out: Annotated[str, typer.Option(metavar="PATH", help="Output pipeline folder.")] = "toyworld-pipeline",
-    quick: Annotated[bool, typer.Option(help="A few steps end to end (smoke test).")] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", help="Also show the libraries' progress bars and warnings.")
-    ] = False,
-) -> None:
-    """Train the embedded text-to-image model (VAE, then UNet + text encoder) into a diffusers folder."""
-    from noisesearch.toyworld.training.pipeline import ToyTrainConfig, train_pipeline
-
-    try:
-        from noisesearch.io.outputs import check_output_dir, make_output_dir
-
-        make_output_dir(check_output_dir(out))
-    except ValueError as e:
-        fail(str(e))
-    from noisesearch.quiet import library_output
-
-    library_output(verbose)
-    cfg = ToyTrainConfig.quick() if quick else ToyTrainConfig()
-    train_pipeline(cfg, out, command=f"noisesearch toyworld train --out {out}" + (" --quick" if quick else ""))
-
-
-@toyworld_app.command("train-verifiers")
-def toyworld_train_verifiers(
-    out: Annotated[
-        str, typer.Option(metavar="PATH", help="Output folder for the verifier weights.")
-    ] = "toyworld-verifiers",
-    quick: Annotated[bool, typer.Option(help="A few steps (smoke test).")] = False,
-) -> None:
-    """Train the embedded world's learned verifiers (toyclip, toyrelation, toydetect; ~30 min on 2 cores)."""
-    from noisesearch.io.outputs import check_output_dir
-    from noisesearch.toyworld.training import verifiers as train_verifiers
-
-    try:
-        check_output_dir(out)
-    except ValueError as e:
-        fail(str(e))
-    train_verifiers.main(["--out", str(out)] + (["--quick"] if quick else []))
-
-
-@app.command("sweep")
-def sweep_command(
-    config: Annotated[Path, typer.Argument(help="Sweep config (TOML); see examples/sweep_toyworld.toml.")],
-    out: Annotated[
-        str, typer.Option(metavar="PATH", help="Results folder; run again with the same folder to resume.")
-    ] = "noisesearch-sweep",
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            help="Check the config (loading the verifiers to check every prompt) and print the plan; write nothing."
-        ),
-    ] = False,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", help="Also show the libraries' progress bars, logs and warnings (diffusers, transformers)."
-        ),
-    ] = False,
-) -> None:
-    """Run (or resume) a benchmark sweep; shards across processes under `accelerate launch -m noisesearch sweep`.
-
-    Everything is checked before anything is written: names and options, models (offline), every
-    prompt against every verifier, and the output folder. A rejected config changes nothing on disk.
-    """
-    from noisesearch.sweep import SweepConfig, check_prompts, check_sweep, completed_rows, sweep
-
-    try:
-        from noisesearch.io.outputs import check_output_dir
-
-        check_output_dir(out)  # an empty --out is refused before the config is even read
-        cfg = SweepConfig.from_toml(config)
-        if dry_run:
-            items = check_sweep(cfg, out)
-            from noisesearch.api import resolve_verifier
-            from noisesearch.models import resolve_device
-            from noisesearch.quiet import library_output
-
-            library_output(verbose)
-            device = resolve_device("cpu" if all(m == "stub" for m in cfg.models) else cfg.device)
-            loaded: dict[str, Any] = {}
-
-            def verifier_for(name: str) -> Any:
-                if name not in loaded:
-                    loaded[name] = resolve_verifier(name, device)
-                return loaded[name]
-
-            check_prompts(cfg, list(dict.fromkeys(it.prompt for it in items)), verifier_for)
-            out_path = Path(out).expanduser()
-            done = completed_rows(out_path) if out_path.is_dir() else {}
-            console.print(
-                f"{len(items)} rows = {len({it.prompt.text for it in items})} prompts x {len(cfg.models)} models x "
-                f"{len(cfg.strategies)} strategies x {len(cfg.search_verifiers)} search verifiers x "
-                f"{len(cfg.budgets)} budgets x {len(cfg.seeds)} seeds; {sum(it.key in done for it in items)} already in {out}"
-            )
-            return
-    except (ValueError, OSError, ImportError) as e:
-        fail(str(e))
-        return
-    from noisesearch.quiet import library_output
-
-    library_output(verbose)
-    _install_sigterm_as_interrupt()
-    try:
-        summary = sweep(cfg, out, log=lambda line: console.print(line, highlight=False, markup=False, soft_wrap=True))
-    except KeyboardInterrupt:
-        err_console.print("interrupted: finished rows are kept; run the same command again to resume")
-        raise typer.Exit(code=130) from None
-    except (ValueError, OSError, ImportError) as e:
-        fail(str(e))
-        return
-    if summary.results_path is not None:
-        console.print(f"results: {summary.results_path}; report: noisesearch report {summary.out_dir}")
-
-
-@app.command("report")
-def report_command(
-    results_dir: Annotated[Path, typer.Argument(help="The --out folder of `noisesearch sweep`.")],
-    out: Annotated[
-        Optional[str], typer.Option(metavar="PATH", help="Folder for report.html and plots/ (default: RESULTS_DIR).")
-    ] = None,
-    embed: Annotated[
-        Optional[bool],
-        typer.Option("--embed/--link", help="Images inside the HTML (base64) or linked; default: embed if small."),
-    ] = None,
-    max_prompts: Annotated[int, typer.Option(help="Prompts shown in each image grid.")] = 24,
-) -> None:
-    """Write scaling plots (PNG) and a self-contained HTML report of a sweep."""
-    from noisesearch.sweep_report import write_report
-
-    try:
-        if max_prompts < 1:
-            raise ValueError(f"--max-prompts must be >= 1, got {max_prompts}")
-        if out is not None:
-            from noisesearch.io.outputs import check_output_dir
-
-            check_output_dir(out, files=("report.html",), folders=("plots",))
-        files = write_report(results_dir, out, embed=embed, max_prompts=max_prompts)
-    except (ValueError, OSError) as e:
-        fail(str(e))
-        return
-    for plot in files.plots:
-        console.print(f"wrote {plot}")
-    console.print(f"wrote {files.html} ({files.rows} rows{'' if files.final else ', sweep unfinished'})")
-
-
 @app.command("models")
 def models_command(
     cache_dir: Annotated[
@@ -512,15 +322,3 @@ def models_command(
             "(gated ones need their license accepted on the hub first), then copy the cache here or set HF_HOME",
             highlight=False,
         )
-
-
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from noisesearch.io.results import slug
-from noisesearch.sweep import CONFIG_FILE, read_results
+from noisesearch.sweeps import CONFIG_FILE, read_results
 
 #: images are embedded in the HTML (base64) when together they are at most this big, else linked
 EMBED_LIMIT_BYTES = 20 * 1024 * 1024
@@ -84,7 +84,7 @@ def _axes(rows: Sequence[dict[str, Any]], config: dict[str, Any] | None = None) 
     """Values of each sweep axis present in ``rows``, in the config's order where it is known."""
     order: dict[str, list[Any]] = {}
     if config:
-        from noisesearch.sweep import SweepConfig
+        from noisesearch.sweeps import SweepConfig
 
         try:
             cfg = SweepConfig.from_dict(config)

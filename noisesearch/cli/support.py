@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -20,3 +23,15 @@ def fail(message: str) -> None:
     # escaped: a cause such as "[strategy.smc]" or a path with brackets is text, not rich markup
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def install_sigterm_as_interrupt() -> None:
+    """SIGTERM (e.g. from a job scheduler) ends a command like Ctrl-C: finished results are kept."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # pragma: no cover - not in the main thread
+        pass

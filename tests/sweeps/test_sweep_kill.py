@@ -20,7 +20,7 @@ import pytest
 from sweep_support import image_files, shard_keys, without_timing
 
 import noisesearch
-from noisesearch.sweep import read_jsonl
+from noisesearch.sweeps import read_jsonl
 
 SLEEP = "0.03"  # seconds per scoring call: a stub row then takes ~0.1-0.3 s, long enough to land kills in it
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sweep_support import write_stub_config
 
-from noisesearch.sweep import StrategySpec, SweepConfig, plan, row_key, shard
+from noisesearch.sweeps import StrategySpec, SweepConfig, plan, row_key, shard
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sweep_toyworld.toml"
 
