@@ -25,19 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from toyworld_scaling import heldout_subset  # noqa: E402
-
 import noisesearch  # noqa: E402
 from noisesearch.npnet.prior import TOYWORLD_NPNET, NPNetPrior, load_cached  # noqa: E402
 from noisesearch.toyworld import evaluator  # noqa: E402
+from noisesearch.toyworld.grammar import heldout_subset
 
 METHODS = ("standard", "npnet", "random", "npnet+random")
 

@@ -36,25 +36,7 @@ import numpy as np
 
 VERIFIER = "toydetect"
 #: held-out mix (shape 6, counting 12, color_binding 96, spatial 96 of 210), mirrored on training prompts
-HELDOUT_MIX = {"shape": 6, "counting": 12, "color_binding": 96, "spatial": 96}
 BASE_SEED = 7_000_000  # far from the held-out benchmark's seeds
-
-
-def training_subset(n: int) -> list[tuple[str, str]]:
-    """n training-split prompts in the held-out category mix, evenly spaced within each category."""
-    from noisesearch.toyworld import grammar
-
-    by_cat: dict[str, list[str]] = {}
-    for c, p in grammar.train_prompts():
-        by_cat.setdefault(c, []).append(p)
-    total = sum(HELDOUT_MIX.values())
-    want = {c: max(1, round(n * k / total)) for c, k in HELDOUT_MIX.items()}
-    out = []
-    for c in sorted(want):
-        items = by_cat[c]
-        k = min(want[c], len(items))
-        out += [(c, items[int(i * len(items) / k)]) for i in range(k)]
-    return out
 
 
 _STATE: dict[str, Any] = {}
@@ -167,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             if len(r["final"]) == args.seeds and all(f"{k}/{j}" in r["look"] for k in ks for j in jumps):
                 have[r["index"]] = r
+    from noisesearch.toyworld.grammar import training_subset
+
     prompts = training_subset(args.prompts)
     jobs = [(i, c, pr, args.seeds, ks, jumps, args.steps) for i, (c, pr) in enumerate(prompts) if i not in have]
     if args.replay_only:
@@ -272,5 +256,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     main()

@@ -111,8 +111,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts
-from toyworld_scaling import heldout_subset  # noqa: E402
+from noisesearch.toyworld.grammar import heldout_subset
 
 STRATEGIES = ("random", "prune", "zero-order", "paths", "smc", "gradient")
 VERIFIERS = ("toyclip", "toyrelation", "toydetect")  # the embedded world's learned verifiers
@@ -426,18 +425,11 @@ def run_strategy(unit: Unit) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------- storage
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by an interrupted write
-    return rows
+    """The complete rows written so far (a torn last line from an interrupted write is ignored; a
+    damaged line elsewhere is named, as for sweeps)."""
+    from noisesearch.io.storage import read_jsonl
+
+    return read_jsonl(path, required_key="prompt_index", what="scaling benchmark row") if path.exists() else []
 
 
 def compatible(rows: Iterable[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:

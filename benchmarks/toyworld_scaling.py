@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -38,27 +37,12 @@ def rank_mean(scores: list[np.ndarray]) -> np.ndarray:
     return np.mean([np.argsort(np.argsort(s, kind="stable"), kind="stable") for s in scores], axis=0)
 
 
-def heldout_subset(per_category: dict[str, int] | int) -> list[tuple[str, str]]:
-    """(category, prompt) pairs of the held-out set: at most ``per_category`` prompts of each category
-    (an int for all, or a count per category name), evenly spaced within it so that every object pair
-    and relation is represented; categories in sorted order. Deterministic."""
-    by_cat: dict[str, list] = defaultdict(list)
-    for c, p in grammar.heldout_prompts():
-        by_cat[c].append((c, p))
-    want = {c: per_category if isinstance(per_category, int) else per_category.get(c, 0) for c in by_cat}
-    return [
-        by_cat[c][int(i * len(by_cat[c]) / min(want[c], len(by_cat[c])))]
-        for c in sorted(by_cat)
-        for i in range(min(want[c], len(by_cat[c])))
-    ]
-
-
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     prompts = grammar.heldout_prompts()
     per_category = args.quick_per_category if args.quick else args.per_category
     if per_category:
-        prompts = heldout_subset(per_category)
+        prompts = grammar.heldout_subset(per_category)
     elif args.limit:
         prompts = prompts[: args.limit]
     n_max = args.candidates if not args.quick else min(args.candidates, 16)

@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prune_tuning import training_subset  # noqa: E402
+from noisesearch.toyworld.grammar import training_subset
 
 BASE_SEED = 8_000_000
 

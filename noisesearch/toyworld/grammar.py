@@ -475,3 +475,38 @@ def hard_negatives(scene: Scene, spec: PromptSpec, rng: np.random.Generator) -> 
     except RuntimeError:
         pass
     return [(k, s) for k, s in out if not satisfies_spec(s, spec)]
+
+
+#: how many held-out prompts each category has (the grammar allows only so many shape and counting prompts)
+HELDOUT_MIX: dict[str, int] = {"shape": 6, "counting": 12, "color_binding": 96, "spatial": 96}
+
+
+def heldout_subset(per_category: dict[str, int] | int) -> list[tuple[str, str]]:
+    """(category, prompt) pairs of the held-out set: at most ``per_category`` prompts of each category
+    (an int for all, or a count per category name), evenly spaced within it so that every object pair
+    and relation is represented; categories in sorted order. Deterministic (the benchmarks' subsets)."""
+    by_cat: dict[str, list[tuple[str, str]]] = {}
+    for c, p in heldout_prompts():
+        by_cat.setdefault(c, []).append((c, p))
+    want = {c: per_category if isinstance(per_category, int) else per_category.get(c, 0) for c in by_cat}
+    return [
+        by_cat[c][int(i * len(by_cat[c]) / min(want[c], len(by_cat[c])))]
+        for c in sorted(by_cat)
+        for i in range(min(want[c], len(by_cat[c])))
+    ]
+
+
+def training_subset(n: int) -> list[tuple[str, str]]:
+    """About ``n`` training-split prompts in the held-out category mix (:data:`HELDOUT_MIX`), evenly
+    spaced within each category: where hyperparameters may be tuned without touching held-out prompts."""
+    by_cat: dict[str, list[str]] = {}
+    for c, p in train_prompts():
+        by_cat.setdefault(c, []).append(p)
+    total = sum(HELDOUT_MIX.values())
+    want = {c: max(1, round(n * k / total)) for c, k in HELDOUT_MIX.items()}
+    out = []
+    for c in sorted(want):
+        items = by_cat[c]
+        k = min(want[c], len(items))
+        out += [(c, items[int(i * len(items) / k)]) for i in range(k)]
+    return out
