@@ -133,10 +133,6 @@ class SearchRequest:
         self.sampling.check()
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer >= 0 and < 2**63, got {self.seed!r}")
-        if isinstance(self.model, str):
-            from noisesearch.models import check_model
-
-            check_model(self.model)  # offline, reads no weights: an unknown or uncached name fails here
         if isinstance(self.strategy, str):
             build_strategy(self.strategy, self.strategy_options)
         elif self.strategy_options:
@@ -148,6 +144,10 @@ class SearchRequest:
             raise ValueError(f"unknown prior {self.prior!r}; choose one of: {', '.join(PRIORS)}")
         if self.npnet_checkpoint is not None and not self.wants_npnet:
             raise ValueError("an NPNet checkpoint needs prior 'npnet' or strategy 'npnet'")
+        if isinstance(self.model, str):
+            from noisesearch.models import check_model
+
+            check_model(self.model)  # last, as it reads the disk (no weights): unknown or uncached names
 
     def check_budget(self) -> None:
         """Raises ``ValueError`` unless the budget is one positive number of NFEs or of candidates."""
