@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> str:
     import noisesearch
     from noisesearch.core import CoreConfig, DenoisingCore
     from noisesearch.core.seeds import gaussian_like
-    from noisesearch.models import RECOMMENDED
+    from noisesearch.models import get_family
     from noisesearch.strategies.zero_order import _DIRECTION_KEY, neighbours
 
     torch.set_num_threads(args.threads)
     model = noisesearch.load_model("toyworld", device="cpu", dtype="fp32")
     verifier = noisesearch.load_verifier("toydetect")
-    rec = RECOMMENDED["toyworld"]
+    rec = get_family("toyworld").defaults
     core = DenoisingCore(model, CoreConfig(steps=int(rec["steps"]), guidance=float(rec["guidance"]), max_batch=64))
     cosines = [float(c) for c in args.cosines.split(",")]
     threshold = math.log(0.5)

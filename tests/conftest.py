@@ -27,7 +27,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def benchmark_script():
     """``benchmark_script("scaling")`` imports ``benchmarks/scaling.py`` as a module (the scripts are
     not a package)."""
