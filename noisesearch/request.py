@@ -12,15 +12,13 @@ fails in a second, before a model loads.
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from noisesearch.core.memory import DEFAULT_MAX_BATCH
-from noisesearch.core.sampler import MAX_SIDE, MAX_STEPS, CoreConfig
+from noisesearch.core.sampler import CoreConfig, check_guidance, check_side, check_steps
 
 if TYPE_CHECKING:
     import torch
@@ -63,24 +61,14 @@ class Sampling:
         """Raises ``ValueError`` naming the first bad setting (no model needed)."""
         from noisesearch.core.schedule import SOLVERS
 
-        if self.steps is not None and (
-            isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS
-        ):
-            raise ValueError(f"steps must be a positive integer (at most {MAX_STEPS}), got {self.steps!r}")
-        if self.guidance is not None and (
-            isinstance(self.guidance, bool)
-            or not isinstance(self.guidance, numbers.Real)
-            or not (math.isfinite(self.guidance) and self.guidance >= 0)
-        ):
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
+        if self.steps is not None:
+            check_steps(self.steps)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
         if self.scheduler is not None and self.scheduler not in SOLVERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SOLVERS)}")
-        for name in ("height", "width"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= MAX_SIDE
-            ):
-                raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {value!r}")
+        check_side("height", self.height)
+        check_side("width", self.width)
         from noisesearch.core.memory import parse_max_batch
 
         parse_max_batch(self.max_batch)

@@ -14,7 +14,7 @@ import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 
 import torch
 
@@ -34,6 +34,32 @@ MAX_STEPS = 10_000
 MAX_SIDE = 16_384
 
 
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_steps(value: object) -> None:
+    """Raises ``ValueError`` unless ``value`` is a step count from 1 to :data:`MAX_STEPS`."""
+    if not _is_int(value) or not 1 <= value <= MAX_STEPS:
+        raise ValueError(f"steps must be a positive integer (at most {MAX_STEPS}), got {value!r}")
+
+
+def check_guidance(value: object) -> None:
+    """Raises ``ValueError`` unless ``value`` is a finite guidance scale >= 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and float(value) >= 0)
+    ):
+        raise ValueError(f"guidance must be a finite number >= 0, got {value!r}")
+
+
+def check_side(name: str, value: object) -> None:
+    """Raises ``ValueError`` unless ``value`` (the ``name`` of an image side) is None or 8 to :data:`MAX_SIDE` pixels."""
+    if value is not None and (not _is_int(value) or not 8 <= value <= MAX_SIDE):
+        raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {value!r}")
+
+
 @dataclass(frozen=True)
 class CoreConfig:
     """Sampling settings shared by every candidate of a search."""
@@ -49,18 +75,14 @@ class CoreConfig:
     pad_to_buckets: bool | None = None  # pad chunks to a few fixed sizes; None: when the denoiser is compiled
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
-            raise ValueError(f"steps must be a positive integer (at most {MAX_STEPS}), got {self.steps!r}")
-        if not isinstance(self.guidance, numbers.Real) or not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
-        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+        check_steps(self.steps)
+        check_guidance(self.guidance)
+        if not _is_int(self.max_batch) or self.max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {self.max_batch!r}")
-        if self.decode_batch is not None and (not isinstance(self.decode_batch, int) or self.decode_batch < 1):
+        if self.decode_batch is not None and (not _is_int(self.decode_batch) or self.decode_batch < 1):
             raise ValueError(f"decode_batch must be a positive integer or None, got {self.decode_batch!r}")
-        for name in ("height", "width"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or not 8 <= v <= MAX_SIDE):
-                raise ValueError(f"{name} must be an integer from 8 to {MAX_SIDE} pixels, got {v!r}")
+        check_side("height", self.height)
+        check_side("width", self.width)
 
 
 @dataclass(frozen=True)

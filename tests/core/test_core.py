@@ -11,6 +11,7 @@ from noisesearch.accounting import BudgetExceeded, Meter
 from noisesearch.core import CoreConfig, DenoisingCore
 from noisesearch.core.schedule import build_schedule, make_scheduler
 from noisesearch.models.adapters import StableDiffusionAdapter
+from noisesearch.request import Sampling
 from noisesearch.testing import FLOW_SCHEDULER_CONFIG, StubAdapter
 from noisesearch.testing.tiny import tiny_sd_pipeline
 
@@ -141,6 +142,12 @@ def test_schedules_are_monotone_and_end_clean():
 def test_bad_core_settings_raise_clear_errors(sd_adapter):
     with pytest.raises(ValueError, match="steps"):
         CoreConfig(steps=0)
+    # the same checks as a request's sampling settings: a bool is not a count or a scale
+    for bad in ({"steps": True}, {"guidance": False}, {"height": True}, {"guidance": math.inf}, {"width": 7}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CoreConfig(**bad)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            Sampling(**bad).check()
     with pytest.raises(ValueError, match="unknown scheduler"):
         DenoisingCore(sd_adapter, CoreConfig(solver="heun"))
     with pytest.raises(ValueError, match="flow"):
