@@ -473,8 +473,9 @@ def _bad_file(path: Path, kind: str, valid: bytes, data, wrong_shape=None) -> st
     """Puts a bad file of ``kind`` at ``path``; returns the argument naming it."""
     if kind == "empty":
         path.write_bytes(b"")
-    elif kind == "truncated":  # every strict prefix of ``valid`` is invalid by construction
-        path.write_bytes(valid[: data.draw(st.integers(0, len(valid) - 1), label="cut")])
+    elif kind == "truncated":  # every strict prefix of ``valid`` short of its trailing whitespace is invalid
+        body = valid.rstrip()  # dropping only a final newline would leave a valid file
+        path.write_bytes(body[: data.draw(st.integers(0, len(body) - 1), label="cut")])
     elif kind == "binary":
         path.write_bytes(data.draw(BINARY, label="bytes"))
     elif kind == "wrong shape":
