@@ -42,7 +42,8 @@ Outputs (``--out``, default ``docs/``; ``--quick`` defaults to a temporary folde
   as soon as it is computed. A rerun skips the rows already there, so an interrupted run loses
   only the searches in flight, and runs with different ``--strategies``/``--verifiers``/
   ``--budgets`` accumulate in one file. Rows made with other steps, guidance, seed or weights
-  (a fingerprint of the shipped model and verifier weights) are ignored, never mixed in.
+  (a fingerprint of the shipped model and verifier weights), or with other strategy options than
+  the current defaults (recorded in each row), are ignored, never mixed in.
 - ``scaling_toyworld.md``: (1) ground-truth satisfaction and search-verifier score (mean +- standard
   error over prompts) per strategy x search verifier at each multiple, with the ``oracle`` of random
   search (some candidate among the first N satisfies: the ceiling of a perfect verifier); (2) the
@@ -432,9 +433,24 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path, required_key="prompt_index", what="scaling benchmark row") if path.exists() else []
 
 
+def strategy_defaults(strategy: str) -> dict[str, Any]:
+    """The options a search with ``strategy``'s current defaults records (as they read back from JSON)."""
+    from noisesearch.strategies import make_strategy
+
+    return json.loads(json.dumps(vars(make_strategy(strategy))))
+
+
 def compatible(rows: Iterable[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """The rows made with ``settings`` and, for searches other than random search, with their
+    strategy's current defaults (a row from before a change of defaults is stale, never mixed in)."""
     want = asdict(settings)
-    return [r for r in rows if all(r.get(k) == v for k, v in want.items())]
+    defaults = {name: strategy_defaults(name) for name in STRATEGIES[1:]}
+    return [
+        r
+        for r in rows
+        if all(r.get(k) == v for k, v in want.items())
+        and (r["strategy"] == "random" or r.get("status") != "ok" or r.get("options") == defaults.get(r["strategy"]))
+    ]
 
 
 def append_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
 
 def test_scaling_benchmark_tiny_run(tmp_path, capsys, benchmark_script):
@@ -96,3 +97,23 @@ def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, 
     # --report-only computes nothing and renders the same RESULT
     bench.main([*argv, "--report-only"])
     assert capsys.readouterr().out.strip().splitlines()[-1] == last
+
+    # a row made with other prune options (defaults since changed) is stale: not reported, and made again
+    path = tmp_path / "scaling_toyworld.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(dict(r, options={**r["options"], "jumps": 99}) if r["strategy"] == "prune" else r) + "\n"
+            for r in rows
+        )
+    )
+    bench.main([*argv, "--report-only"])
+    assert "| prune | toydetect | not run" in (tmp_path / "scaling_toyworld.md").read_text()
+    capsys.readouterr()
+    bench.main(argv)
+    assert "for 1 units" in capsys.readouterr().out
+    assert bench.compatible(bench.read_rows(path), bench.Settings(10, 4.0, 0, bench.weights_fingerprint()))[
+        -1
+    ] == prune[0] | {
+        "seconds": ANY,
+        "cpu_seconds": ANY,
+    }
