@@ -150,11 +150,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except json.JSONDecodeError:
                 continue
             if len(r["final"]) == args.seeds and all(f"{k}/{j}" in r["look"] for k in ks for j in jumps):
-                have[r["index"]] = r
+                have[r["prompt"]] = r  # by text: another --prompts count orders prompts differently
     from noisesearch.toyworld.grammar import training_subset
 
     prompts = training_subset(args.prompts)
-    jobs = [(i, c, pr, args.seeds, ks, jumps, args.steps) for i, (c, pr) in enumerate(prompts) if i not in have]
+    jobs = [(i, c, pr, args.seeds, ks, jumps, args.steps) for i, (c, pr) in enumerate(prompts) if pr not in have]
     if args.replay_only:
         jobs = []
     start = time.perf_counter()
@@ -169,9 +169,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for n, rec in enumerate(pool.imap_unordered(record_prompt, jobs), 1):
                     f.write(json.dumps(rec) + "\n")
                     f.flush()
-                    have[rec["index"]] = rec
+                    have[rec["prompt"]] = rec
                     print(f"  {n}/{len(jobs)} prompts, {(time.perf_counter() - start) / 60:.1f} min", flush=True)
-    records = [have[i] for i in range(len(prompts)) if i in have]
+    records = [have[pr] for _, pr in prompts if pr in have]
 
     # Spearman of each screen signal with the final score (pooled within prompts)
     def spearman(a, b) -> float:
