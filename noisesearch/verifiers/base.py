@@ -9,6 +9,7 @@ wrapped by :func:`as_verifier`.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -140,9 +141,32 @@ def check_verifier_options(name: str, options: Mapping[str, object]) -> None:
                 f"verifier {name!r} has no option {', '.join(unknown)}; "
                 f"its options are: {', '.join(accepted) or '(none)'}"
             )
+    for key in LOCAL_PATH_OPTIONS.intersection(options):
+        check_local_path(name, key, options[key])
     validate = _VALIDATORS.get(name)
     if validate is not None:
         validate(**options)
+
+
+#: options that name weights, a tokenizer or a processor: a local file or folder, or a hub id / model name
+LOCAL_PATH_OPTIONS = frozenset(
+    {"path", "pretrained", "clip_pretrained", "tokenizer", "processor", "med_config", "model"}
+)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".json", ".txt")
+
+
+def check_local_path(verifier: str, key: str, value: object) -> None:
+    """Raises ``ValueError`` when option ``key`` is plainly a local path (absolute, ``./``, ``~``, or a
+    weights file name) that does not exist; a hub id (``org/name``) or a model name is left to the loader."""
+    if not isinstance(value, str) or not value:
+        return
+    local = value.startswith(("/", "./", "../", "~")) or value.lower().endswith(_WEIGHT_SUFFIXES)
+    if local and not os.path.exists(os.path.expanduser(value)):
+        from noisesearch.io.usertext import quote
+
+        raise ValueError(
+            f"verifier {verifier!r}: {key}={quote(value)} does not exist; give an existing local file or folder"
+        )
 
 
 def _check_name(name: str) -> None:

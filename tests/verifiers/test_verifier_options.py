@@ -53,3 +53,40 @@ def test_validator_rejects_a_bad_value_without_loading(scratch_verifier):
 def test_unknown_verifier_lists_the_choices():
     with pytest.raises(ValueError, match="unknown verifier 'nope'; choose one of: .*toydetect"):
         check_verifier_options("nope", {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "clipscore(pretrained=/no/such/open_clip_model.bin)",
+        "aesthetic(path=./missing/sac+logos+ava1-l14-linearMSE.safetensors)",
+        "hpsv2(path=HPS_v2.1_compressed.pt)",  # a bare file name: relative to the working folder
+        "pickscore(path=~/no-such-pickscore-folder)",
+        "imagereward(med_config=/no/med_config.json)",
+        "vlm-grader(model=./no-such-vlm)",
+    ],
+)
+def test_a_missing_local_file_is_refused_before_any_load(text, tmp_path, monkeypatch):
+    from noisesearch.verifiers.spec import VerifierSpec
+
+    monkeypatch.chdir(tmp_path)
+    spec = VerifierSpec.parse(text)
+    key, value = spec.options[0]
+    with pytest.raises(ValueError, match=rf"verifier '{spec.name}': {key}=.* does not exist"):
+        spec.validate()
+    # the same option naming a file that is there passes this check
+    path = tmp_path / "here.safetensors"
+    path.write_bytes(b"")
+    from noisesearch.verifiers.base import check_local_path
+
+    check_local_path(spec.name, key, str(path))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["pickscore(path=yuvalkirstain/PickScore_v1)", "clipscore(model=ViT-B-32, pretrained=openai)"],
+)
+def test_hub_ids_and_model_names_are_left_to_the_loader(text):
+    from noisesearch.verifiers.spec import VerifierSpec
+
+    VerifierSpec.parse(text).validate()
