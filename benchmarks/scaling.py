@@ -33,8 +33,8 @@ this script never counts them itself, it only records ``result.accounting``. Sho
 - Every other (strategy, verifier, budget) is its own metered search, with the strategy's defaults
   (``noisesearch strategies``), recorded in each row as ``options``. On 20 steps one Paths-2 search
   costs 88 NFEs at the current defaults (172 at the reported σ, Δf, Δb, where 4x could only buy
-  random search's best-of-4); prune's screen at 4x sees 6 noises and finishes 1, at 16x it sees 25
-  and finishes 4.
+  random search's best-of-4); prune's screen (a 6-NFE coarse sample of each noise) at 4x sees 7
+  noises and finishes 2, at 16x it sees 28 and finishes 8.
 
 Outputs (``--out``, default ``docs/``; ``--quick`` defaults to a temporary folder):
 

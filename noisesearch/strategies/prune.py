@@ -7,7 +7,8 @@ short lookahead of its final sample rather than by its free x0 preview. Here:
 
 1. draw N0 noises and solve them together to step k (``at``·steps);
 2. score each with a J-jump DDIM lookahead (:meth:`~noisesearch.core.sampler.DenoisingCore.lookahead`,
-   J + 1 NFEs; its first evaluation is cached, so a survivor does not pay it again);
+   J + 1 NFEs; its first evaluation is cached, so a survivor does not pay it again). With the
+   defaults (k = 0, J = 5) the screen is a coarse 6-NFE DDIM sample of each noise;
 3. keep the top m (``keep``·B, B = budget // steps full samples) and finish them; they are the
    search's candidates (screened-out noises are not);
 4. spend the NFEs left over on plain full samples of fresh noises.
@@ -69,9 +70,11 @@ class PruneSearch:
         "--prune-eta": "eta",
     }
 
-    at: float = 0.4  # first screen at step round(at·steps), a fraction of the schedule
-    jumps: int = 2  # J, DDIM jumps of the lookahead (J + 1 NFEs per screened noise)
-    keep: float = 0.25  # m = ⌈keep·B⌉ survivors finished, B = budget // steps
+    # defaults chosen on training-split prompts (benchmarks/prune_tuning.py); the first proposal,
+    # at=0.4, jumps=2, keep=0.25, stays reachable as options
+    at: float = 0.0  # first screen at step round(at·steps), a fraction of the schedule (0: from the noise)
+    jumps: int = 5  # J, DDIM jumps of the lookahead (J + 1 NFEs per screened noise)
+    keep: float = 0.5  # m = ⌈keep·B⌉ survivors finished, B = budget // steps
     halving: bool = False  # successive halving: a second screen before the final cut
     second_at: float = 0.6  # second screen (halving) at step round(second_at·steps)
     eta: int = 3  # halving: the first screen keeps ⌈N0/eta⌉ (at least m)

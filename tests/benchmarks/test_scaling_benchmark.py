@@ -76,7 +76,7 @@ def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, 
         "--max-multiple",
         "toydetect=16",
         "--steps",
-        "10",
+        "20",
         "--workers",
         "1",
         "--threads",
@@ -89,9 +89,9 @@ def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, 
     assert last.startswith("RESULT random4=na prune4=na random16=") and last.endswith(" prompts=1 verifier=toydetect")
     rows = [json.loads(line) for line in (tmp_path / "scaling_toyworld.jsonl").read_text().splitlines()]
     prune = [r for r in rows if r["strategy"] == "prune"]
-    assert len(prune) == 1 and prune[0]["nfe"] <= 160 and prune[0]["options"]["jumps"] == 2
-    # 20 noises screened (one decode and verifier call each) and 4 survivors finished
-    assert prune[0]["verifier_calls"] == prune[0]["decoded"] == 24 and prune[0]["candidates"] == 4
+    assert len(prune) == 1 and prune[0]["nfe"] <= 320 and prune[0]["options"]["jumps"] == 5
+    # 28 noises screened by a 6-NFE coarse sample (one decode and verifier call each), 8 survivors finished
+    assert prune[0]["verifier_calls"] == prune[0]["decoded"] == 36 and prune[0]["candidates"] == 8
     table = (tmp_path / "scaling_toyworld.md").read_text()
     assert "## Paired against random search" in table and "| prune | toydetect | 16× | 1 |" in table
     # --report-only computes nothing and renders the same RESULT
@@ -111,7 +111,7 @@ def test_prune_is_paired_against_random_search_with_its_calls(tmp_path, capsys, 
     capsys.readouterr()
     bench.main(argv)
     assert "for 1 units" in capsys.readouterr().out
-    assert bench.compatible(bench.read_rows(path), bench.Settings(10, 4.0, 0, bench.weights_fingerprint()))[
+    assert bench.compatible(bench.read_rows(path), bench.Settings(20, 4.0, 0, bench.weights_fingerprint()))[
         -1
     ] == prune[0] | {
         "seconds": ANY,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from strategy_world import GaussianWorld, colour_verifier
@@ -9,6 +11,10 @@ from strategy_world import GaussianWorld, colour_verifier
 import noisesearch
 from noisesearch.strategies.prune import PrunePlan, PruneSearch
 from noisesearch.testing import StubAdapter
+
+
+#: the first proposal's settings (the defaults before the tuning on training prompts)
+FIRST = {"at": 0.4, "jumps": 2, "keep": 0.25}
 
 
 def prune(model=None, budget=200, seed=0, prompt="p", max_batch=32, steps=10, **options):
@@ -26,14 +32,18 @@ def prune(model=None, budget=200, seed=0, prompt="p", max_batch=32, steps=10, **
     )
 
 
+@pytest.mark.parametrize("first_proposal", [False, True])  # the defaults, and at=0.4, jumps=2, keep=0.25
 @pytest.mark.parametrize("halving", [False, True])
 @pytest.mark.parametrize("budget", [80, 100, 320, 1280])
-def test_the_plan_is_the_largest_screen_that_fits(budget, halving):
-    s = PruneSearch(halving=halving)
+def test_the_plan_is_the_largest_screen_that_fits(budget, halving, first_proposal):
+    s = PruneSearch(halving=halving, **(FIRST if first_proposal else {}))
     plan = s.plan(budget, 20)
     assert plan.cost(20) <= budget
     b = budget // 20
-    assert plan.screened > b and plan.screens[-1][2] == -(-b // 4)  # m = ceil(B/4) survivors
+    if halving and not plan.screens:  # two screens of the defaults do not pay at 5x: random search
+        assert (budget, first_proposal, plan) == (100, False, PrunePlan(0, (), b))
+        return
+    assert plan.screened > b and plan.screens[-1][2] == math.ceil(s.keep * b)  # m = ceil(keep·B) survivors
     if not halving:  # one more screened noise no longer fits, so less than one screen's cost is left
         assert PrunePlan(plan.screened + 1, plan.screens, 0).cost(20) > budget
         assert budget - plan.cost(20) < plan.screens[0][0] + plan.screens[0][1]
@@ -57,13 +67,15 @@ def test_too_small_a_budget_is_random_search_on_the_same_seeds():
     assert torch.equal(a.scores, r.scores)
 
 
+@pytest.mark.parametrize(("steps", "budget", "options"), [(20, 400, {}), (10, 200, FIRST)])
 @pytest.mark.parametrize("halving", [False, True])
-def test_metered_compute_is_exactly_the_plan(halving):
+def test_metered_compute_is_exactly_the_plan(halving, steps, budget, options):
     stub = StubAdapter()
-    r = prune(stub, budget=200, halving=halving)
-    plan = PruneSearch(halving=halving).plan(200, 10)
+    r = prune(stub, budget=budget, steps=steps, halving=halving, **options)
+    plan = PruneSearch(halving=halving, **options).plan(budget, steps)
+    assert plan.screens, "the plan should screen"
     acc = r.accounting
-    assert acc.nfe == plan.cost(10) <= 200
+    assert acc.nfe == plan.cost(steps) <= budget
     assert stub.rows == acc.network_rows == 2 * acc.nfe
     # one decode and verifier call per screened noise and screen, plus one per finished candidate
     screened = plan.screened + sum(kept for _, _, kept in plan.screens[:-1])
@@ -87,7 +99,7 @@ def test_prune_beats_random_search_at_equal_nfes_on_a_world_where_lookahead_is_i
     """Paired over 8 prompts at 40 samples' NFEs (prune screens 50 noises, finishes 10): ahead on average."""
     wins, diff = 0.0, 0.0
     for i in range(8):
-        p = prune(budget=400, seed=100 * i, prompt=f"prompt {i}").best.score
+        p = prune(budget=400, seed=100 * i, prompt=f"prompt {i}", **FIRST).best.score
         r = noisesearch.search(
             GaussianWorld(),
             f"prompt {i}",
