@@ -12,7 +12,6 @@ import noisesearch
 from noisesearch.strategies.prune import PrunePlan, PruneSearch
 from noisesearch.testing import StubAdapter
 
-
 #: the first proposal's settings (the defaults before the tuning on training prompts)
 FIRST = {"at": 0.4, "jumps": 2, "keep": 0.25}
 
