@@ -14,7 +14,9 @@ short lookahead of its final sample rather than by its free x0 preview. Here:
 4. spend the NFEs left over on plain full samples of fresh noises.
 
 N0 is the largest count whose total fits the budget; when N0 <= B the screen would look at no more
-noises than random search finishes, and the search *is* random search (best-of-B, same seeds).
+noises than random search finishes, and the search *is* random search (best-of-B, same seeds). With
+the defaults N0 ≈ B·(n + 1) / (2·(J + 1)), so on a schedule of n < 12 steps prune is random search
+(a screen costing 6 of 10 NFEs does not pay); give a cheaper screen there (e.g. ``jumps=2, keep=0.25``).
 With ``halving`` a second screen (successive halving, Karnin et al. 2013) at ``second_at``·steps
 re-scores the first screen's ⌈N0/``eta``⌉ (at least m) survivors with a new lookahead before the
 final cut to m. Each screened noise costs one decode and one verifier call per screen.
@@ -127,7 +129,7 @@ class PruneSearch:
         if not plan.screens:
             # the screen would see no more noises than random search finishes: random search
             ctx.finish(ctx.start(ctx.new_seeds(plan.fill)), round=0)
-            ctx.log_round(0, plan.fill, "too small a budget to screen: random search")
+            ctx.log_round(0, plan.fill, "a screen would see no more noises than random search finishes: random search")
             return
         # 1. N0 noises solved together to the first screen   [N0, *latent]
         seeds = ctx.new_seeds(plan.screened)
