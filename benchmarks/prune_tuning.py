@@ -15,8 +15,11 @@ Every configuration (k, J, keep, halving) is then replayed exactly with
 lookahead score, finish them and the fill seeds, return the best finished score) and compared with
 best-of-B on the same seeds. Replays that would need more than S seeds are skipped.
 
-    python benchmarks/prune_tuning.py --prompts 24 --seeds 48     # about 10 min on 2 idle cores
-    python benchmarks/prune_tuning.py --prompts 80 --seeds 64 --ks 0,2,4,6 --jumps 1,2,3,4,5  # the defaults' run
+    python benchmarks/prune_tuning.py            # 80 prompts x 64 seeds: about 30 min on 2 idle cores
+    python benchmarks/prune_tuning.py --quick    # smoke run, about 1 min
+
+The shipped records (docs/prune_tuning) hold 108 prompts: a run with ``--prompts 40`` and then the
+default run (records are matched by prompt text, and every recorded prompt is replayed).
 
 Last line: ``RESULT best=<config> pct4=<mean percentile gain at 4x> pct16=<at 16x> d4=<mean score
 gain at 4x> d16=<at 16x>``.
@@ -25,12 +28,14 @@ gain at 4x> d16=<at 16x>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -138,20 +143,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--prompts", type=int, default=24, help="training-split prompts (default 24)")
-    p.add_argument("--seeds", type=int, default=48, help="seeds recorded per prompt (default 48)")
-    p.add_argument("--ks", default="4,6,8,10", help="screen steps recorded (default 4,6,8,10)")
-    p.add_argument("--jumps", default="1,2", help="lookahead jumps recorded (default 1,2)")
+    p.add_argument("--prompts", type=int, default=80, help="training-split prompts (default 80)")
+    p.add_argument("--seeds", type=int, default=64, help="seeds recorded per prompt (default 64)")
+    p.add_argument("--ks", default="0,2,4,6", help="screen steps recorded (default 0,2,4,6)")
+    p.add_argument("--jumps", default="1,2,3,4,5", help="lookahead jumps recorded (default 1,2,3,4,5)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=Path("docs/prune_tuning"))
+    p.add_argument("--out", type=Path, help="folder of records.jsonl and the table (default docs/prune_tuning)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 4 prompts x 64 seeds of 6 steps, screens at steps 0 and 2 with 1-2 jumps, into a temporary folder",
+    )
     p.add_argument(
         "--replay-only",
         action="store_true",
         help="record nothing: replay the prompts already recorded in --out (a run stopped early)",
     )
     args = p.parse_args(argv)
+    if args.quick:
+        args.prompts, args.seeds, args.steps, args.ks, args.jumps, args.workers = 1, 64, 6, "0,2", "1,2", 1
+        args.out = args.out or Path(tempfile.mkdtemp(prefix="prune_tuning_"))
+    args.out = args.out or Path("docs/prune_tuning")
     ks = tuple(int(x) for x in args.ks.split(","))
     jumps = tuple(int(x) for x in args.jumps.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -178,13 +192,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
     if jobs:
-        with mp.get_context("spawn").Pool(args.workers, initializer=init_worker, initargs=(args.threads,)) as pool:
-            with records_path.open("a") as f:
-                for n, rec in enumerate(pool.imap_unordered(record_prompt, jobs), 1):
-                    f.write(json.dumps(rec) + "\n")
-                    f.flush()
-                    have[rec["prompt"]] = rec
-                    print(f"  {n}/{len(jobs)} prompts, {(time.perf_counter() - start) / 60:.1f} min", flush=True)
+        with contextlib.ExitStack() as stack, records_path.open("a") as f:
+            if args.workers > 1:
+                pool = stack.enter_context(
+                    mp.get_context("spawn").Pool(args.workers, initializer=init_worker, initargs=(args.threads,))
+                )
+                made = pool.imap_unordered(record_prompt, jobs)
+            else:  # in this process (no spawn: also what a test importing this file needs)
+                init_worker(args.threads)
+                made = map(record_prompt, jobs)
+            for n, rec in enumerate(made, 1):
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                have[rec["prompt"]] = rec
+                print(f"  {n}/{len(jobs)} prompts, {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     # every recorded training prompt counts, also those of an earlier run with another --prompts
     records = [have[pr] for _, pr in prompts if pr in have]
     records += [r for pr, r in have.items() if pr not in {p for _, p in prompts}]
@@ -283,6 +304,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = "\n".join(lines) + "\n"
     (args.out / "prune_tuning.md").write_text(text)
     print(text)
+    if not table:
+        line = "RESULT best=none (no configuration fits the recorded seeds at both budgets: record more --seeds)"
+        print(line, flush=True)
+        return {"table": table, "result": line}
     best_cfg, best = table[0]
     line = (
         f"RESULT best={json.dumps(best_cfg, separators=(',', ':'))} pct4={best[4][0]:.4f} pct16={best[16][0]:.4f} "

@@ -37,7 +37,10 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--neighbours", type=int, default=2)
     p.add_argument("--cosines", default="0.95,0.8,0.6")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 prompt per category, 2 pivots")
     args = p.parse_args(argv)
+    if args.quick:
+        args.prompts, args.pivots = 1, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

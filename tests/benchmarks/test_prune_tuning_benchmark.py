@@ -61,3 +61,20 @@ def test_record_keys_and_lengths(recorded):
     assert set(rec["look"]) == {f"free{k}" for k in (0, 2, 3)} | {f"{k}/{j}" for k in (0, 2, 3) for j in (1, 2)}
     assert all(len(v) == SEEDS for v in rec["look"].values())
     assert len(rec["final"]) == len(rec["gt"]) == SEEDS
+
+
+def test_quick_run_records_replays_and_ends_with_result(tmp_path, capsys, benchmark_script):
+    bench = benchmark_script("prune_tuning")
+    out = bench.main(["--quick", "--out", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == out["result"] and last.startswith("RESULT best={") and " pct16=" in last
+    records = (tmp_path / "records.jsonl").read_text().splitlines()
+    assert len(records) == 4  # one prompt per category
+    table = (tmp_path / "prune_tuning.md").read_text()
+    assert "4 training prompts recorded" in table and "| lookahead J=2 (3 NFEs) |" in table
+
+
+def test_zero_order_neighbourhood_quick_run(capsys, benchmark_script):
+    line = benchmark_script("zero_order_neighbourhood").main(["--quick"])
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line
+    assert line.startswith("RESULT base=") and "0.8:fail=" in line
