@@ -103,7 +103,7 @@ def register_verifier(
 
     ``validate(**options)``, when given, checks option values cheaply (no weights are read) and
     raises ``ValueError`` saying what to change; :func:`check_verifier_options` runs it before any
-    model loads.
+    model loads, with every named option of the factory (its default where not given).
     """
 
     def decorate(factory: Callable[..., Verifier]) -> Callable[..., Verifier]:
@@ -145,7 +145,14 @@ def check_verifier_options(name: str, options: Mapping[str, object]) -> None:
         check_local_path(name, key, options[key])
     validate = _VALIDATORS.get(name)
     if validate is not None:
-        validate(**options)
+        validate(**{**factory_defaults(name), **options})
+
+
+def factory_defaults(name: str) -> dict[str, object]:
+    """The default of every named option of verifier ``name``'s factory: a validator sees the values
+    the factory will use, so it need not repeat the factory's defaults."""
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.name != "device" and p.default is not inspect.Parameter.empty}
 
 
 #: options that name weights, a tokenizer or a processor: a local file or folder, or a hub id / model name

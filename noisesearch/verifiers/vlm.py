@@ -217,14 +217,20 @@ def _check_common(model: Any, dtype: Any, max_image_size: Any, max_prompt_tokens
     _int_option("batch_size", batch_size, 0)
 
 
+def _options(names: dict[str, Any]) -> dict[str, Any]:
+    """A factory's options (its ``locals()`` at entry) for its validator."""
+    return {k: v for k, v in names.items() if k != "device"}
+
+
 def validate_vqascore(
-    model: str | None = None,
-    question: str = VQASCORE_QUESTION,
-    dtype: str = "auto",
-    max_image_size: int = 448,
-    max_prompt_tokens: int = 200,
-    batch_size: int = 0,
-    cache_dir: str | None = None,
+    *,
+    model: str | None,
+    question: str,
+    dtype: str,
+    max_image_size: int,
+    max_prompt_tokens: int,
+    batch_size: int,
+    **_: object,
 ) -> None:
     """Checks ``vqascore`` options without loading anything."""
     _check_common(model, dtype, max_image_size, max_prompt_tokens, batch_size)
@@ -233,14 +239,15 @@ def validate_vqascore(
 
 
 def validate_grader(
-    model: str | None = None,
-    aspects: str | Sequence[str] | None = None,
-    mode: str = "scale",
-    dtype: str = "auto",
-    max_image_size: int = 448,
-    max_prompt_tokens: int = 200,
-    batch_size: int = 0,
-    cache_dir: str | None = None,
+    *,
+    model: str | None,
+    aspects: str | Sequence[str] | None,
+    mode: str,
+    dtype: str,
+    max_image_size: int,
+    max_prompt_tokens: int,
+    batch_size: int,
+    **_: object,
 ) -> None:
     """Checks ``vlm-grader`` options without loading anything."""
     _check_common(model, dtype, max_image_size, max_prompt_tokens, batch_size)
@@ -382,7 +389,7 @@ def vqascore_factory(
     """Options: ``model`` (checkpoint folder or hub id in the HF cache), ``question`` (with ``{prompt}``),
     ``dtype`` (auto: bf16 on CUDA, fp32 on CPU), ``max_image_size`` (longest side fed to the processor,
     0: no cap), ``max_prompt_tokens``, ``batch_size`` (images per forward, 0: all), ``cache_dir``."""
-    validate_vqascore(model, question, dtype, max_image_size, max_prompt_tokens, batch_size, cache_dir)
+    validate_vqascore(**_options(locals()))
     judge = _judge(device, model, dtype, int(max_image_size), cache_dir)
     return VQAScoreVerifier(judge, question, max_prompt_tokens=int(max_prompt_tokens), batch_size=int(batch_size))
 
@@ -406,6 +413,6 @@ def vlm_grader_factory(
     """Options: ``aspects`` (comma-separated, default all five), ``mode`` (scale: expected 0–10 value;
     yesno: P(yes)), and ``vqascore``'s ``model``, ``dtype``, ``max_image_size``, ``max_prompt_tokens``,
     ``batch_size``, ``cache_dir``."""
-    validate_grader(model, aspects, mode, dtype, max_image_size, max_prompt_tokens, batch_size, cache_dir)
+    validate_grader(**_options(locals()))
     judge = _judge(device, model, dtype, int(max_image_size), cache_dir)
     return VLMGraderVerifier(judge, aspects, mode, max_prompt_tokens=int(max_prompt_tokens), batch_size=int(batch_size))

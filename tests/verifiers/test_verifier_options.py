@@ -50,6 +50,24 @@ def test_validator_rejects_a_bad_value_without_loading(scratch_verifier):
     assert scratch_verifier == []
 
 
+def test_validator_sees_the_factory_defaults_for_options_not_given():
+    seen: list[dict] = []
+
+    def validate(*, scale: float, offset: float) -> None:  # no defaults of its own to drift
+        seen.append({"scale": scale, "offset": offset})
+
+    @register_verifier("scratch-defaults", "test only", validate=validate)
+    def factory(device: str | torch.device = "cpu", scale: float = 3.0, offset: float = -1.0):
+        raise AssertionError("checking options must not build the verifier")
+
+    try:
+        check_verifier_options("scratch-defaults", {"offset": 0.5})
+        assert seen == [{"scale": 3.0, "offset": 0.5}]
+    finally:
+        for table in (_REGISTRY, _DESCRIPTIONS, _VALIDATORS):
+            table.pop("scratch-defaults", None)
+
+
 def test_unknown_verifier_lists_the_choices():
     with pytest.raises(ValueError, match="unknown verifier 'nope'; choose one of: .*toydetect"):
         check_verifier_options("nope", {})
