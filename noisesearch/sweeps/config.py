@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -189,25 +188,21 @@ class SweepConfig:
             raise ValueError(
                 f"sweep config key 'strategies' has repeated labels {labels}; give each a distinct 'label'"
             )
-        for key in ("prompt_limit", "steps", "height", "width"):
-            v = getattr(self, key)
-            if v is not None and (not _is_int(v) or v < 1):
-                raise bad(key, "a positive integer (or left out)", v)
+        if self.prompt_limit is not None and (not _is_int(self.prompt_limit) or self.prompt_limit < 1):
+            raise bad("prompt_limit", "a positive integer (or left out)", self.prompt_limit)
         for key in ("top_k", "max_batch"):
             v = getattr(self, key)
             if not _is_int(v) or v < 1:
                 raise bad(key, "a positive integer", v)
-        if self.guidance is not None and (
-            isinstance(self.guidance, bool)
-            or not isinstance(self.guidance, int | float)
-            or not math.isfinite(self.guidance)
-            or self.guidance < 0
-        ):
-            raise bad("guidance", "a finite number >= 0 (or left out)", self.guidance)
         for key in ("prompt_column", "scheduler", "negative_prompt"):
             v = getattr(self, key)
             if v is not None and not isinstance(v, str):
                 raise bad(key, "a string (or left out)", v)
+        try:  # steps, guidance, height, width: the checks of a single run (the scheduler: see validate)
+            dataclasses.replace(self.sampling, scheduler=None).check()
+        except ValueError as e:
+            key, _, rest = str(e).partition(" ")  # "steps must be ..."
+            raise ValueError(f"sweep config key {key!r} {rest}") from e
         if not isinstance(self.device, str) or not self.device:
             raise bad("device", "cpu, cuda, cuda:N or auto", self.device)
         if self.dtype not in DTYPES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ def test_round_trip_through_plain_data() -> None:
         ({"top_k": 0}, "'top_k' must be a positive integer, got 0"),
         ({"prompt_limit": 0}, "'prompt_limit' must be a positive integer (or left out), got 0"),
         ({"guidance": -1.0}, "'guidance' must be a finite number >= 0"),
+        # the same checks as a single run's sampling settings (Sampling.check)
+        ({"guidance": math.inf}, "'guidance' must be a finite number >= 0, got inf"),
+        ({"steps": 10**6}, "'steps' must be a positive integer (at most 10000), got 1000000"),
+        ({"steps": True}, "'steps' must be a positive integer"),
+        ({"height": 7}, "'height' must be an integer from 8 to 16384 pixels, got 7"),
         ({"dtype": "fp8"}, "'dtype' must be one of auto, fp32"),
         ({"prompts": ""}, "'prompts' must be a prompts file or a built-in set (toyworld-heldout, toyworld-train)"),
         ({"strategies": [{"round_size": 1}]}, "entry {'round_size': 1} has no 'name'"),
