@@ -113,6 +113,8 @@ class PruneSearch:
             kept = [max(m, math.ceil(n0 / self.eta)) for _ in steps[:-1]] + [m]
             kept = [min(k, n0) for k in kept]
             screens = tuple(zip(steps, looks, kept))
+            if len(screens) == 2 and kept[0] <= m:  # a second screen would cut nothing: one screen
+                screens = ((steps[0], looks[0], m),)
             base = PrunePlan(n0, screens, 0)
             return PrunePlan(n0, screens, max(0, budget - base.cost(n)) // n)
 
