@@ -25,7 +25,7 @@ final cut to m. Each screened noise costs one decode and one verifier call per s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -124,7 +124,10 @@ class PruneSearch:
             n0 -= 1
         if n0 <= b:
             return PrunePlan(0, (), b)
-        return make(n0)
+        plan = make(n0)
+        if len(plan.screens) < len(steps):  # the second screen was left out: the largest one-screen plan
+            return replace(self, halving=False).plan(budget, num_steps)
+        return plan
 
     def run(self, ctx: SearchContext) -> None:
         plan = self.plan(ctx.nfe_left, ctx.steps)

@@ -128,7 +128,8 @@ def test_bad_options_are_one_line_errors():
 def test_a_second_screen_that_would_cut_nothing_is_left_out():
     # defaults at 16x: the first screen would keep max(m, N0/eta) = m survivors already
     plan = PruneSearch(halving=True).plan(320, 20)
-    assert len(plan.screens) == 1 and plan.screens[0][2] == 8 and plan.cost(20) <= 320
+    assert plan == PruneSearch().plan(320, 20)  # the largest one-screen plan: 28 screened, 8 kept
+    assert len(plan.screens) == 1 and (plan.screened, plan.screens[0][2]) == (28, 8)
     # the first proposal's screens do cut twice: 22 -> 8 -> 4
     plan = PruneSearch(halving=True, **FIRST).plan(320, 20)
     assert [kept for _, _, kept in plan.screens] == [8, 4] and plan.screened == 22
