@@ -113,8 +113,6 @@ class PruneSearch:
             kept = [max(m, math.ceil(n0 / self.eta)) for _ in steps[:-1]] + [m]
             kept = [min(k, n0) for k in kept]
             screens = tuple(zip(steps, looks, kept))
-            if len(screens) == 2 and kept[0] <= m:  # a second screen would cut nothing: one screen
-                screens = ((steps[0], looks[0], m),)
             base = PrunePlan(n0, screens, 0)
             return PrunePlan(n0, screens, max(0, budget - base.cost(n)) // n)
 
@@ -125,7 +123,7 @@ class PruneSearch:
         if n0 <= b:
             return PrunePlan(0, (), b)
         plan = make(n0)
-        if len(plan.screens) < len(steps):  # the second screen was left out: the largest one-screen plan
+        if len(plan.screens) == 2 and plan.screens[0][2] <= m:  # a second screen would cut nothing
             return replace(self, halving=False).plan(budget, num_steps)
         return plan
 
